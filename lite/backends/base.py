@@ -1,0 +1,126 @@
+"""The device abstraction: what every backend provides to the device-agnostic engine."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from lite.backends import reference
+
+
+@dataclass(frozen=True)
+class Availability:
+    """A capability answer that explains itself: 'ascend: torch_npu not installed'."""
+    ok: bool
+    reason: str
+    devices: tuple[str, ...] = ()  # human-readable device names with memory
+
+
+@dataclass(frozen=True)
+class Ops:
+    """The fusable ops models call. A backend overrides some; the rest fall back to the reference."""
+    rms_norm: Callable = reference.rms_norm
+    add_rms_norm: Callable = reference.add_rms_norm
+    rotary: Callable = reference.rotary
+    silu_and_mul: Callable = reference.silu_and_mul
+    linear: Callable = reference.linear
+
+    @classmethod
+    def with_overrides(cls, overrides: dict[str, Callable]) -> "Ops":
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise KeyError(f"unknown ops: {sorted(unknown)}")
+        return cls(**overrides)
+
+
+@dataclass
+class BatchLayout:
+    """One step's batch as plain integers, built by the runner; decodes (query_len 1) come first."""
+    query_lens: list[int]
+    context_lens: list[int]  # tokens in the cache once this step's tokens are stored
+    block_tables: list[list[int]]
+    slot_mapping: list[int]  # cache slot of each new token, in batch order
+    block_size: int
+
+    @property
+    def num_decodes(self) -> int:
+        n = 0
+        for q in self.query_lens:
+            if q != 1:
+                break
+            n += 1
+        return n
+
+
+@dataclass
+class KVCacheSpec:
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    block_size: int
+    num_blocks: int
+    dtype: torch.dtype
+
+
+class AttentionOps(ABC):
+    """Stores new K/V into the paged cache and attends over cached prefix + new tokens."""
+
+    @abstractmethod
+    def build_metadata(self, layout: BatchLayout) -> Any:
+        """Turn the step's layout into device tensors once; every layer reads the result."""
+
+    @abstractmethod
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: Any,
+                metadata: Any, scale: float) -> torch.Tensor:
+        """q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim] -> [tokens, heads, head_dim]."""
+
+
+@dataclass
+class ForwardContext:
+    """What a model's attention layers need for one step; built by the runner, never by the model."""
+    attention: AttentionOps
+    metadata: Any
+    kv_caches: list[Any] = field(default_factory=list)
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    device_type: ClassVar[str]  # the torch device string: cuda | npu | xpu | cpu
+    preferred_block_size: ClassVar[int] = 16
+
+    @classmethod
+    @abstractmethod
+    def availability(cls) -> Availability:
+        """A cheap probe that never raises and says why not."""
+
+    def __init__(self, device_index: int = 0):
+        self.device = torch.device(self.device_type, device_index) if self.device_type != "cpu" \
+            else torch.device("cpu")
+        self.ops = Ops.with_overrides(self.op_overrides())
+
+    def op_overrides(self) -> dict[str, Callable]:
+        return {}
+
+    @abstractmethod
+    def attention(self) -> AttentionOps: ...
+
+    @abstractmethod
+    def available_kv_memory(self, fraction: float) -> int:
+        """Bytes the KV cache may take now, after the weights are loaded."""
+
+    @abstractmethod
+    def allocate_kv_cache(self, spec: KVCacheSpec) -> list[Any]:
+        """One cache object per layer, in the backend's own physical layout."""
+
+    @staticmethod
+    def kv_bytes_per_block(spec: KVCacheSpec) -> int:
+        elem = torch.empty((), dtype=spec.dtype).element_size()
+        return 2 * spec.num_layers * spec.block_size * spec.num_kv_heads * spec.head_dim * elem
+
+    def default_dtype(self, checkpoint_dtype: torch.dtype) -> torch.dtype:
+        return checkpoint_dtype
+
+    def synchronize(self) -> None:
+        pass

@@ -1,0 +1,3 @@
+from lite.backends.cpu.backend import CPUBackend
+
+__all__ = ["CPUBackend"]

@@ -1,0 +1,95 @@
+"""Paged attention for the CPU backend, on PyTorch's scaled_dot_product_attention."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lite.backends.base import AttentionOps, BatchLayout
+
+
+@dataclass
+class PrefillSpan:
+    start: int  # first row of this sequence's queries in the batch
+    query_len: int
+    context_len: int
+    prefix_blocks: torch.Tensor | None  # block ids when part of the context was cached earlier
+    mask: torch.Tensor | None  # [query_len, context_len] bool, True = may attend
+
+
+@dataclass
+class CPUAttentionMetadata:
+    slot_mapping: torch.Tensor  # [tokens]
+    num_decodes: int
+    decode_blocks: torch.Tensor | None  # [decodes, max_blocks], padded with block 0
+    decode_context_len: int  # keys to read per decode: the longest context (padded ones masked)
+    decode_mask: torch.Tensor | None  # [decodes, 1, 1, decode_context_len]; None when all equal
+    prefills: list[PrefillSpan]
+
+
+class CPUAttention(AttentionOps):
+    """KV cache per layer: (k, v), each [blocks, block_size, kv_heads, head_dim], zero-filled so
+    padded reads of never-written slots stay finite under the mask."""
+
+    def build_metadata(self, layout: BatchLayout) -> CPUAttentionMetadata:
+        num_decodes = layout.num_decodes
+        decode_blocks = decode_mask = None
+        decode_len = 0
+        if num_decodes:
+            lens = layout.context_lens[:num_decodes]
+            decode_len = max(lens)
+            width = -(-decode_len // layout.block_size)
+            decode_blocks = torch.tensor(
+                [t[:width] + [0] * (width - len(t[:width])) for t in layout.block_tables[:num_decodes]],
+                dtype=torch.long)
+            if min(lens) != decode_len:
+                decode_mask = (torch.arange(decode_len).unsqueeze(0)
+                               < torch.tensor(lens).unsqueeze(1)).view(num_decodes, 1, 1, decode_len)
+        prefills, start = [], num_decodes
+        for i in range(num_decodes, len(layout.query_lens)):
+            q_len, ctx_len = layout.query_lens[i], layout.context_lens[i]
+            prefix_blocks = mask = None
+            if ctx_len > q_len:
+                num_blocks = -(-ctx_len // layout.block_size)
+                prefix_blocks = torch.tensor(layout.block_tables[i][:num_blocks], dtype=torch.long)
+                query_pos = torch.arange(ctx_len - q_len, ctx_len).unsqueeze(1)
+                mask = torch.arange(ctx_len).unsqueeze(0) <= query_pos
+            prefills.append(PrefillSpan(start, q_len, ctx_len, prefix_blocks, mask))
+            start += q_len
+        return CPUAttentionMetadata(
+            slot_mapping=torch.tensor(layout.slot_mapping, dtype=torch.long),
+            num_decodes=num_decodes, decode_blocks=decode_blocks, decode_context_len=decode_len,
+            decode_mask=decode_mask, prefills=prefills)
+
+    def forward(self, q, k, v, kv_cache, metadata: CPUAttentionMetadata, scale: float):
+        k_cache, v_cache = kv_cache
+        _, block_size, num_kv_heads, head_dim = k_cache.shape
+        k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, metadata.slot_mapping, k)
+        v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, metadata.slot_mapping, v)
+        num_heads = q.shape[1]
+        group = num_heads // num_kv_heads
+        out = torch.empty_like(q)
+        n = metadata.num_decodes
+        if n:
+            length = metadata.decode_context_len
+            # Each kv head's `group` query heads ride in the query-length dim: no K/V copy per head.
+            keys = k_cache[metadata.decode_blocks].view(n, -1, num_kv_heads, head_dim)[:, :length]
+            values = v_cache[metadata.decode_blocks].view(n, -1, num_kv_heads, head_dim)[:, :length]
+            attn = F.scaled_dot_product_attention(
+                q[:n].view(n, num_kv_heads, group, head_dim), keys.transpose(1, 2),
+                values.transpose(1, 2), attn_mask=metadata.decode_mask, scale=scale)
+            out[:n] = attn.reshape(n, num_heads, head_dim)
+        for span in metadata.prefills:
+            rows = slice(span.start, span.start + span.query_len)
+            if span.prefix_blocks is None:
+                keys, values = k[rows], v[rows]
+            else:
+                keys = k_cache[span.prefix_blocks].flatten(0, 1)[:span.context_len]
+                values = v_cache[span.prefix_blocks].flatten(0, 1)[:span.context_len]
+            attn = F.scaled_dot_product_attention(
+                q[rows].transpose(0, 1), keys.transpose(0, 1).repeat_interleave(group, dim=0),
+                values.transpose(0, 1).repeat_interleave(group, dim=0),
+                attn_mask=span.mask, is_causal=span.mask is None, scale=scale)
+            out[rows] = attn.transpose(0, 1)
+        return out

@@ -1,0 +1,77 @@
+"""The CPU backend: PyTorch CPU kernels (oneDNN/MKL on x86), the default every machine can run."""
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+import torch.nn.functional as F
+
+from lite.backends.base import Availability, Backend, KVCacheSpec
+from lite.backends.cpu.attention import CPUAttention
+from lite.backends.registry import register
+
+# Without a cap the KV cache of a CPU server would claim most of the host's RAM, which it shares
+# with everything else; 4 GiB holds ~45k tokens of an 8B model's int8 cache.
+CPU_KV_CAP_BYTES = 4 << 30
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def available_memory_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _fused_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.rms_norm(x, weight.shape, weight, eps)
+
+
+def _fused_add_rms_norm(x, residual, weight, eps):
+    residual = x + residual
+    return F.rms_norm(residual, weight.shape, weight, eps), residual
+
+
+@register("cpu")
+class CPUBackend(Backend):
+    device_type = "cpu"
+    preferred_block_size = 16
+
+    @classmethod
+    def availability(cls) -> Availability:
+        memory = available_memory_bytes() / (1 << 30)
+        device = f"{_cpu_name()} ({os.cpu_count()} cores, {memory:.1f} GiB available)"
+        return Availability(True, f"PyTorch CPU kernels, {torch.get_num_threads()} threads", (device,))
+
+    def op_overrides(self):
+        return {"rms_norm": _fused_rms_norm, "add_rms_norm": _fused_add_rms_norm}
+
+    def attention(self) -> CPUAttention:
+        return CPUAttention()
+
+    def available_kv_memory(self, fraction: float) -> int:
+        return min(int(available_memory_bytes() * fraction * 0.5), CPU_KV_CAP_BYTES)
+
+    def allocate_kv_cache(self, spec: KVCacheSpec) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        shape = (spec.num_blocks, spec.block_size, spec.num_kv_heads, spec.head_dim)
+        return [(torch.zeros(shape, dtype=spec.dtype), torch.zeros(shape, dtype=spec.dtype))
+                for _ in range(spec.num_layers)]
+
+    def default_dtype(self, checkpoint_dtype: torch.dtype) -> torch.dtype:
+        # fp16 matmuls on CPU are slow and lossy; fp32 is exact to the checkpoint and fast with MKL.
+        return torch.float32 if checkpoint_dtype == torch.float16 else checkpoint_dtype

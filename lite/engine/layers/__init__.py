@@ -1,0 +1,1 @@
+"""Building blocks models are written against; each calls backend ops and never names a device."""

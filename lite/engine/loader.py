@@ -1,0 +1,100 @@
+"""Build a model for a backend and fill it from a Hugging Face folder, shard by shard."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from lite.backends.base import Ops
+from lite.config import ModelConfig
+from lite.engine.layers.linear import Linear
+from lite.engine.models import model_class
+
+logger = logging.getLogger("lite.loader")
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _checkpoint_tensors(folder: Path):
+    files = sorted(folder.glob("*.safetensors"))
+    if files:
+        for path in files:
+            with safe_open(path, framework="pt") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+        return
+    for path in sorted(folder.glob("*.bin")):
+        yield from torch.load(path, map_location="cpu", weights_only=True, mmap=True).items()
+
+
+def checkpoint_dtype(cfg: ModelConfig) -> torch.dtype:
+    name = cfg.hf_config.get("torch_dtype") or cfg.hf_config.get("dtype") or "float32"
+    return getattr(torch, name, torch.float32)
+
+
+def _expected_keys(model: nn.Module) -> set[tuple[str, int | None]]:
+    keys = set()
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if param is None:
+                continue
+            shards = range(len(module.shard_sizes)) if isinstance(module, Linear) and \
+                len(module.shard_sizes) > 1 else [None]
+            keys.update((f"{module_name}.{param_name}", s) for s in shards)
+    return keys
+
+
+def load_model(folder: str | Path, cfg: ModelConfig, ops: Ops, dtype: torch.dtype,
+               device: torch.device, max_positions: int) -> nn.Module:
+    folder = Path(folder)
+    cls = model_class(cfg.architecture)
+    with _default_dtype(dtype), device:
+        model = cls(cfg, ops, max_positions)
+    modules = dict(model.named_modules())
+    expected = _expected_keys(model)
+    if cfg.tie_word_embeddings:
+        expected.discard(("lm_head.weight", None))
+    loaded, ignored = set(), []
+    for name, tensor in _checkpoint_tensors(folder):
+        if name.endswith("rotary_emb.inv_freq") or (cfg.tie_word_embeddings and name == "lm_head.weight"):
+            continue
+        module_name, _, param_name = name.rpartition(".")
+        parent, _, leaf = module_name.rpartition(".")
+        shard = None
+        if leaf in cls.packed_modules:
+            merged, shard = cls.packed_modules[leaf]
+            module_name = f"{parent}.{merged}"
+        module = modules.get(module_name)
+        if module is None or getattr(module, param_name, None) is None:
+            ignored.append(name)
+            continue
+        with torch.no_grad():
+            if isinstance(module, Linear):
+                module.load(param_name, tensor, shard)
+            else:
+                param = getattr(module, param_name)
+                if param.shape != tensor.shape:
+                    raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} does not match "
+                                     f"the model's {tuple(param.shape)}; is config.json from this checkpoint?")
+                param.copy_(tensor)
+        loaded.add((f"{module_name}.{param_name}", shard))
+    missing = sorted(f"{k}[{s}]" if s is not None else k for k, s in expected - loaded)
+    if missing:
+        raise ValueError(f"the checkpoint in {folder} lacks {len(missing)} tensors the "
+                         f"{cfg.architecture} model needs, e.g. {missing[:3]}")
+    if ignored:
+        logger.warning("ignored %d checkpoint tensors with no place in the model, e.g. %s",
+                       len(ignored), ignored[:3])
+    return model.eval()

@@ -1,0 +1,77 @@
+"""The device abstraction: selection, and every CPU op against its plain-PyTorch reference."""
+import random
+
+import pytest
+import torch
+
+from lite.backends import BatchLayout, availability, names, reference, select
+from lite.backends.cpu import CPUBackend
+
+
+def test_auto_selects_cpu_on_a_machine_without_accelerators():
+    assert select("auto").name == "cpu"
+
+
+def test_every_backend_reports_a_reason():
+    for name in names():
+        assert availability(name).reason
+
+
+def test_unavailable_backend_says_what_is_missing():
+    with pytest.raises(RuntimeError, match="not usable here: no CUDA device"):
+        select("cuda")
+
+
+def test_unknown_backend_lists_the_choices():
+    with pytest.raises(ValueError, match="choose one of: auto, cuda"):
+        select("tpu")
+
+
+def test_fused_rms_norm_matches_reference():
+    ops = CPUBackend().ops
+    x, residual, weight = torch.randn(7, 64), torch.randn(7, 64), torch.rand(64) + 0.5
+    torch.testing.assert_close(ops.rms_norm(x, weight, 1e-6), reference.rms_norm(x, weight, 1e-6))
+    out, new_residual = ops.add_rms_norm(x, residual, weight, 1e-6)
+    ref_out, ref_residual = reference.add_rms_norm(x, residual, weight, 1e-6)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(new_residual, ref_residual)
+
+
+def random_batch(query_lens, context_lens, block_size=4, num_kv_heads=2, group=3, head_dim=16):
+    """A paged cache already holding each sequence's earlier tokens, plus the new q/k/v."""
+    num_blocks = sum(-(-c // block_size) for c in context_lens) + 1
+    k_cache = torch.randn(num_blocks, block_size, num_kv_heads, head_dim)
+    v_cache = torch.randn(num_blocks, block_size, num_kv_heads, head_dim)
+    free = list(range(1, num_blocks))
+    random.Random(0).shuffle(free)  # scattered blocks, as after a while of serving
+    tables, slots = [], []
+    for q_len, ctx_len in zip(query_lens, context_lens):
+        table = [free.pop() for _ in range(-(-ctx_len // block_size))]
+        tables.append(table)
+        slots += [table[p // block_size] * block_size + p % block_size for p in range(ctx_len - q_len, ctx_len)]
+    tokens = sum(query_lens)
+    q = torch.randn(tokens, num_kv_heads * group, head_dim)
+    k, v = torch.randn(tokens, num_kv_heads, head_dim), torch.randn(tokens, num_kv_heads, head_dim)
+    return q, k, v, k_cache, v_cache, BatchLayout(list(query_lens), list(context_lens), tables, slots, block_size)
+
+
+@pytest.mark.parametrize("query_lens,context_lens", [
+    ([1], [9]),                       # one decode
+    ([1, 1, 1], [3, 17, 8]),          # decodes of different lengths (padding masked)
+    ([6], [6]),                       # a prompt with no cached prefix
+    ([5, 3], [13, 3]),                # a prefix-cache hit / a later chunk, then a fresh prompt
+    ([1, 1, 4, 7], [5, 12, 9, 7]),    # decodes and prefills in one step
+])
+def test_cpu_paged_attention_matches_reference(query_lens, context_lens):
+    q, k, v, k_cache, v_cache, layout = random_batch(query_lens, context_lens)
+    expected_k, expected_v = k_cache.clone(), v_cache.clone()
+    slots = torch.tensor(layout.slot_mapping)
+    expected_k.view(-1, *k.shape[1:])[slots] = k
+    expected_v.view(-1, *v.shape[1:])[slots] = v
+    want = reference.paged_attention(q, expected_k, expected_v, layout.block_tables, query_lens,
+                                     context_lens, scale=0.25)
+    attention = CPUBackend().attention()
+    got = attention.forward(q, k, v, (k_cache, v_cache), attention.build_metadata(layout), scale=0.25)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(k_cache, expected_k)  # the store wrote every new token's slot
+    torch.testing.assert_close(v_cache, expected_v)

@@ -1,0 +1,51 @@
+"""The `lite` command as users run it."""
+import subprocess
+import sys
+
+import pytest
+
+from lite.cli import build_parser, parse_size
+
+
+def run_lite(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "lite.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_env_lists_every_backend_with_a_reason():
+    result = run_lite("env")
+    assert result.returncode == 0
+    for name in ("cuda", "rocm", "ascend", "intel-xpu", "cpu"):
+        assert name in result.stdout
+    assert "cpu        usable" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["generate", "chat", "env", "bench"])
+def test_help_explains_every_flag(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    help_text = capsys.readouterr().out
+    for action in build_parser()._subparsers._group_actions[0].choices[command]._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"--{action.dest} has no help"
+    assert "usage: lite" in help_text
+
+
+def test_sizes_parse_in_binary_units():
+    assert parse_size("2GiB") == 2 << 30
+    assert parse_size("512M") == 512 << 20
+    assert parse_size("1024") == 1024
+
+
+def test_generate_on_the_bundled_model_says_it_is_the_default():
+    result = run_lite("generate", "--prompt", "The capital of France is", "--max-tokens", "8",
+                      "--max-model-len", "512")
+    assert result.returncode == 0, result.stderr
+    assert "bundled" in result.stderr.lower() or "default" in result.stderr.lower()
+    assert result.stdout.strip()
+
+
+def test_missing_model_folder_exits_with_a_clear_error(tmp_path):
+    result = run_lite("generate", str(tmp_path / "nowhere"), "--prompt", "hi")
+    assert result.returncode == 2
+    assert "lite: error:" in result.stderr and "Traceback" not in result.stderr
