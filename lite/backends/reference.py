@@ -19,16 +19,19 @@ def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
     return rms_norm(residual, weight, eps), residual
 
 
-def rotary(q: torch.Tensor, k: torch.Tensor, cos_sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Neox/Hugging Face 'rotate half' rotary. q: [T, H, D], k: [T, KH, D], cos_sin: [T, D] holding
-    the cos then the sin of each token's position's D/2 frequencies."""
-    cos, sin = cos_sin.unsqueeze(1).chunk(2, dim=-1)  # [T, 1, D/2] each
+def rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotary on interleaved pairs: (x[2i], x[2i+1]) turns by position x frequency i.
+    x: [T, H, D]; freqs: [T, D/2] complex64 (unit phasors of each token's position)."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * freqs.unsqueeze(1)).flatten(-2).to(x.dtype)
 
-    def rotate(x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = x.float().chunk(2, dim=-1)
-        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 
-    return rotate(q), rotate(k)
+def interleave_rotary_halves(t: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Reorder the rows of a Hugging Face q/k projection (or q/k norm) from 'rotate half' order
+    [x_0..x_{D/2-1}, y_0..y_{D/2-1}] per head to interleaved pairs [x_0, y_0, x_1, y_1, ...].
+    Dot products of q and k are unchanged when both are reordered alike."""
+    rows = t.shape[0]
+    return t.reshape(rows // head_dim, 2, head_dim // 2, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from safetensors import safe_open
 from torch import nn
 
 from lite.backends.base import Ops
+from lite.backends.reference import interleave_rotary_halves
 from lite.config import ModelConfig
 from lite.engine.layers.linear import Linear
 from lite.engine.models import model_class
@@ -72,6 +73,8 @@ def load_model(folder: str | Path, cfg: ModelConfig, ops: Ops, dtype: torch.dtyp
             continue
         module_name, _, param_name = name.rpartition(".")
         parent, _, leaf = module_name.rpartition(".")
+        if leaf in cls.rotary_interleaved_modules:
+            tensor = interleave_rotary_halves(tensor, cfg.head_dim)
         shard = None
         if leaf in cls.packed_modules:
             merged, shard = cls.packed_modules[leaf]

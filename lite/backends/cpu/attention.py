@@ -69,7 +69,7 @@ class CPUAttention(AttentionOps):
         v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, metadata.slot_mapping, v)
         num_heads = q.shape[1]
         group = num_heads // num_kv_heads
-        out = torch.empty_like(q)
+        parts = []
         n = metadata.num_decodes
         if n:
             length = metadata.decode_context_len
@@ -79,7 +79,7 @@ class CPUAttention(AttentionOps):
             attn = F.scaled_dot_product_attention(
                 q[:n].view(n, num_kv_heads, group, head_dim), keys.transpose(1, 2),
                 values.transpose(1, 2), attn_mask=metadata.decode_mask, scale=scale)
-            out[:n] = attn.reshape(n, num_heads, head_dim)
+            parts.append(attn.view(n, num_heads, head_dim))
         for span in metadata.prefills:
             rows = slice(span.start, span.start + span.query_len)
             if span.prefix_blocks is None:
@@ -91,5 +91,5 @@ class CPUAttention(AttentionOps):
                 q[rows].transpose(0, 1), keys.transpose(0, 1).repeat_interleave(group, dim=0),
                 values.transpose(0, 1).repeat_interleave(group, dim=0),
                 attn_mask=span.mask, is_causal=span.mask is None, scale=scale)
-            out[rows] = attn.transpose(0, 1)
-        return out
+            parts.append(attn.transpose(0, 1))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -7,6 +7,7 @@ import platform
 import torch
 import torch.nn.functional as F
 
+from lite.backends import reference
 from lite.backends.base import Availability, Backend, KVCacheSpec
 from lite.backends.cpu.attention import CPUAttention
 from lite.backends.registry import register
@@ -47,6 +48,14 @@ def _fused_add_rms_norm(x, residual, weight, eps):
     return F.rms_norm(residual, weight.shape, weight, eps), residual
 
 
+def _rotary_in_place(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """One complex multiply on x's own storage (the q/k slab of the qkv output) instead of a copy."""
+    if x.dtype != torch.float32:
+        return reference.rotary(x, freqs)
+    torch.view_as_complex(x.view(*x.shape[:-1], -1, 2)).mul_(freqs.unsqueeze(1))
+    return x
+
+
 @register("cpu")
 class CPUBackend(Backend):
     device_type = "cpu"
@@ -59,7 +68,8 @@ class CPUBackend(Backend):
         return Availability(True, f"PyTorch CPU kernels, {torch.get_num_threads()} threads", (device,))
 
     def op_overrides(self):
-        return {"rms_norm": _fused_rms_norm, "add_rms_norm": _fused_add_rms_norm}
+        return {"rms_norm": _fused_rms_norm, "add_rms_norm": _fused_add_rms_norm,
+                "rotary": _rotary_in_place}
 
     def attention(self) -> CPUAttention:
         return CPUAttention()

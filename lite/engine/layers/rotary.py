@@ -40,14 +40,15 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, head_dim: int, max_positions: int, theta: float, scaling: dict | None, ops: Ops):
         super().__init__()
         inv_freq = inverse_frequencies(head_dim, theta, scaling)
-        freqs = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)
-        # cos_sin: [max_positions, head_dim] = cos of the half-dim frequencies, then their sin
-        self.register_buffer("cos_sin", torch.cat((freqs.cos(), freqs.sin()), dim=-1), persistent=False)
+        angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)
+        # freqs: [max_positions, head_dim / 2] complex64 unit phasors
+        self.register_buffer("freqs", torch.polar(torch.ones_like(angles), angles), persistent=False)
         self.ops = ops
 
     def lookup(self, positions: torch.Tensor) -> torch.Tensor:
-        """[tokens, head_dim] rows for these positions: looked up once per step, used by every layer."""
-        return self.cos_sin[positions]
+        """[tokens, head_dim / 2] phasors for these positions: looked up once per step for all layers."""
+        return self.freqs[positions]
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, cos_sin: torch.Tensor):
-        return self.ops.rotary(q, k, cos_sin)
+    def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+        """x: [tokens, heads, head_dim] in interleaved pair order (the loader reorders q/k rows)."""
+        return self.ops.rotary(x, freqs)

@@ -33,15 +33,18 @@ class LlamaAttention(nn.Module):
         self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, layer_idx)
 
     def forward(self, rope: torch.Tensor, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(-1, self.num_heads, self.head_dim)
-        k = k.view(-1, self.num_kv_heads, self.head_dim)
-        v = v.view(-1, self.num_kv_heads, self.head_dim)
+        qkv = self.qkv_proj(x)
+        tokens, heads, kv_heads, head_dim = qkv.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        v = v.view(tokens, kv_heads, head_dim)
         if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary(q, k, rope)
+            q = self.rotary(self.q_norm(q.view(tokens, heads, head_dim)), rope)
+            k = self.rotary(self.k_norm(k.view(tokens, kv_heads, head_dim)), rope)
+        else:  # q and k side by side: one rotary op for both
+            qk = self.rotary(qkv[:, :self.q_size + self.kv_size].view(tokens, heads + kv_heads, head_dim), rope)
+            q, k = qk[:, :heads], qk[:, heads:]
         out = self.attn(q, k, v, ctx)
-        return self.o_proj(out.view(-1, self.q_size))
+        return self.o_proj(out.reshape(-1, self.q_size))
 
 
 class LlamaMLP(nn.Module):
@@ -77,6 +80,8 @@ class LlamaForCausalLM(nn.Module):
     # checkpoint projection name -> (merged module name, shard index)
     packed_modules = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
                       "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
+    # Checkpoint modules whose rows per head are reordered for interleaved rotary pairs.
+    rotary_interleaved_modules = ("q_proj", "k_proj", "q_norm", "k_norm")
 
     def __init__(self, cfg: ModelConfig, ops: Ops, max_positions: int):
         super().__init__()
