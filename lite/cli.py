@@ -77,6 +77,7 @@ def engine_from_args(args):
         max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         kv_cache_memory=args.kv_cache_memory, enable_prefix_caching=not args.no_prefix_caching,
+        memory_fraction=getattr(args, "kv_cache_fraction", 0.9),  # only `lite serve` has the flag
         chat_template=template))
 
 
@@ -174,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from lite.bench import add_bench_parser
     add_bench_parser(sub)
+    from lite.serve.cli import add_serve_parser
+    add_serve_parser(sub)
     return parser
 
 

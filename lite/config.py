@@ -127,3 +127,30 @@ class EngineConfig:
     memory_fraction: float = 0.9
     enable_prefix_caching: bool = True
     chat_template: str | None = None  # overrides the model's own (a Jinja string)
+    # auto: what the model folder's lite_config.json says (written by `lite convert --kv`), else none
+    kv_cache_dtype: str = "auto"  # auto | none | int8 | int4
+
+    def __post_init__(self):
+        if self.kv_cache_dtype not in ("auto", *KV_CACHE_DTYPES):
+            raise ValueError(f"kv_cache_dtype must be one of auto, {', '.join(KV_CACHE_DTYPES)}; "
+                             f"got {self.kv_cache_dtype!r}")
+
+
+# What `lite convert` records beside config.json for lite alone (other tools ignore the file).
+LITE_CONFIG_FILE = "lite_config.json"
+KV_CACHE_DTYPES = ("none", "int8", "int4")
+
+
+def read_lite_config(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / LITE_CONFIG_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resolve_kv_cache_dtype(requested: str, folder: str | os.PathLike) -> str:
+    if requested != "auto":
+        return requested
+    recorded = read_lite_config(folder).get("kv_cache_dtype", "none")
+    if recorded not in KV_CACHE_DTYPES:
+        raise ValueError(f"{Path(folder) / LITE_CONFIG_FILE} has kv_cache_dtype {recorded!r}; "
+                         f"expected one of {', '.join(KV_CACHE_DTYPES)}")
+    return recorded

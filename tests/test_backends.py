@@ -6,6 +6,8 @@ import torch
 
 from lite.backends import BatchLayout, availability, names, reference, select
 from lite.backends.cpu import CPUBackend
+from lite.backends.cpu.attention import CPUAttention
+from lite.backends.cpu.kernels import paged_decode_kernel
 
 
 def test_auto_selects_cpu_on_a_machine_without_accelerators():
@@ -62,7 +64,8 @@ def random_batch(query_lens, context_lens, block_size=4, num_kv_heads=2, group=3
     ([5, 3], [13, 3]),                # a prefix-cache hit / a later chunk, then a fresh prompt
     ([1, 1, 4, 7], [5, 12, 9, 7]),    # decodes and prefills in one step
 ])
-def test_cpu_paged_attention_matches_reference(query_lens, context_lens):
+@pytest.mark.parametrize("decode_kernel", ["c++", "torch"])
+def test_cpu_paged_attention_matches_reference(query_lens, context_lens, decode_kernel):
     q, k, v, k_cache, v_cache, layout = random_batch(query_lens, context_lens)
     expected_k, expected_v = k_cache.clone(), v_cache.clone()
     slots = torch.tensor(layout.slot_mapping)
@@ -70,7 +73,9 @@ def test_cpu_paged_attention_matches_reference(query_lens, context_lens):
     expected_v.view(-1, *v.shape[1:])[slots] = v
     want = reference.paged_attention(q, expected_k, expected_v, layout.block_tables, query_lens,
                                      context_lens, scale=0.25)
-    attention = CPUBackend().attention()
+    attention = CPUAttention(paged_decode_kernel() if decode_kernel == "c++" else None)
+    if decode_kernel == "c++":
+        assert attention.decode_kernel is not None, "the C++ kernel did not build on this machine"
     got = attention.forward(q, k, v, (k_cache, v_cache), attention.build_metadata(layout), scale=0.25)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(k_cache, expected_k)  # the store wrote every new token's slot

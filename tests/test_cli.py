@@ -49,3 +49,12 @@ def test_missing_model_folder_exits_with_a_clear_error(tmp_path):
     result = run_lite("generate", str(tmp_path / "nowhere"), "--prompt", "hi")
     assert result.returncode == 2
     assert "lite: error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_chat_streams_an_answer_and_exits_on_command():
+    result = subprocess.run([sys.executable, "-m", "lite.cli", "chat", "--max-tokens", "16", "--max-model-len", "512"],
+                            input="What is the capital of France?\n/exit\n", capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    answer = result.stdout.split("> ", 1)[1]
+    assert answer.strip()

@@ -9,6 +9,10 @@ import torch
 
 from lite.backends import reference
 
+# A quantized KV row (one token, one head) carries a float32 scale and zero beside its integers.
+KV_SCALE_BYTES = 8
+KV_CACHE_BITS = {"none": None, "int8": 8, "int4": 4}  # kv_cache_dtype (config.py) -> KVCacheSpec.kv_bits
+
 
 @dataclass(frozen=True)
 class Availability:
@@ -26,6 +30,8 @@ class Ops:
     rotary: Callable = reference.rotary
     silu_and_mul: Callable = reference.silu_and_mul
     linear: Callable = reference.linear
+    prepare_w4a16: Callable = reference.prepare_w4a16  # int4 weight -> backend layout, once at load
+    linear_w4a16: Callable = reference.linear_w4a16
 
     @classmethod
     def with_overrides(cls, overrides: dict[str, Callable]) -> "Ops":
@@ -62,6 +68,7 @@ class KVCacheSpec:
     block_size: int
     num_blocks: int
     dtype: torch.dtype
+    kv_bits: int | None = None  # 8 or 4: stored quantized per token and head; None: stored in dtype
 
 
 class AttentionOps(ABC):
@@ -116,8 +123,10 @@ class Backend(ABC):
 
     @staticmethod
     def kv_bytes_per_block(spec: KVCacheSpec) -> int:
-        elem = torch.empty((), dtype=spec.dtype).element_size()
-        return 2 * spec.num_layers * spec.block_size * spec.num_kv_heads * spec.head_dim * elem
+        rows = 2 * spec.num_layers * spec.block_size * spec.num_kv_heads  # K and V rows of head_dim
+        if spec.kv_bits:
+            return rows * (spec.head_dim * spec.kv_bits // 8 + KV_SCALE_BYTES)
+        return rows * spec.head_dim * torch.empty((), dtype=spec.dtype).element_size()
 
     def default_dtype(self, checkpoint_dtype: torch.dtype) -> torch.dtype:
         return checkpoint_dtype

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lite.quantize.int4 import Int4Weight
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     dtype = x.dtype
@@ -64,3 +66,38 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         scores.masked_fill_(torch.arange(ctx_len).unsqueeze(0) > query_pos, float("-inf"))
         out.append(torch.einsum("hqk,khd->qhd", scores.softmax(-1), values).to(q.dtype))
     return torch.cat(out)
+
+
+def prepare_w4a16(weight: Int4Weight) -> Int4Weight:
+    """Put an int4 weight in the backend's layout once, at load. The reference keeps it unpacked."""
+    return weight
+
+
+def linear_w4a16(x: torch.Tensor, weight: Int4Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x W^T + b with W int4; the reference dequantizes on every call (exact, slow, the oracle)."""
+    return F.linear(x, weight.dequantize(x.dtype), bias)
+
+
+def quantize_kv(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric per-token-per-head quantization of new K or V rows, x ~ q * scale + zero.
+
+    x: [tokens, kv_heads, head_dim] -> q: [tokens, kv_heads, head_dim * bits / 8] uint8 (int4: two
+    values per byte, even index in the low nibble), scale and zero: [tokens, kv_heads] float32.
+    Asymmetric because keys carry per-channel offsets that a symmetric int4 grid would waste.
+    """
+    levels = (1 << bits) - 1
+    x = x.float()
+    zero, top = x.amin(-1), x.amax(-1)
+    scale = (top - zero).clamp(min=1e-8) / levels
+    q = ((x - zero.unsqueeze(-1)) / scale.unsqueeze(-1)).round_().clamp_(0, levels).to(torch.uint8)
+    if bits == 4:
+        q = q[..., 0::2] | (q[..., 1::2] << 4)
+    return q, scale, zero
+
+
+def dequantize_kv(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Inverse of quantize_kv for any leading shape: q [..., head_dim * bits / 8] -> [..., head_dim]."""
+    if bits == 4:
+        q = torch.stack((q & 0xF, q >> 4), dim=-1).flatten(-2)
+    return (q.float() * scale.unsqueeze(-1) + zero.unsqueeze(-1)).to(dtype)

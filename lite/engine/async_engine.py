@@ -34,11 +34,12 @@ class AsyncLLMEngine:
         self._thread.start()
 
     async def generate(self, prompt, params: SamplingParams | None = None, request_id: str | None = None,
-                       prompt_embeds=None) -> AsyncIterator[RequestOutput]:
+                       prompt_embeds=None, logits_processor=None) -> AsyncIterator[RequestOutput]:
         """Stream outputs of one request. Closing or cancelling the iterator aborts the request."""
         if self.error is not None or self._stopped:
             raise EngineDeadError(f"the engine loop has stopped: {self.error!r}")
-        seq = self.engine.build_sequence(prompt, params, request_id, prompt_embeds)  # raises on bad input
+        # Raises ValueError on bad input, before anything is queued.
+        seq = self.engine.build_sequence(prompt, params, request_id, prompt_embeds, logits_processor)
         stream: asyncio.Queue = asyncio.Queue()
         self._streams[seq.request_id] = (asyncio.get_running_loop(), stream)
         self._commands.put(("add", seq))
@@ -55,6 +56,10 @@ class AsyncLLMEngine:
             self._streams.pop(seq.request_id, None)
             if not finished:
                 self.abort(seq.request_id)
+
+    @property
+    def is_running(self) -> bool:
+        return self.error is None and not self._stopped and self._thread.is_alive()
 
     def abort(self, request_id: str) -> None:
         self._commands.put(("abort", request_id))

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from lite.backends import KVCacheSpec, select
-from lite.config import EngineConfig, ModelConfig, SchedulerConfig
+from lite.backends.base import KV_CACHE_BITS
+from lite.config import EngineConfig, ModelConfig, SchedulerConfig, resolve_kv_cache_dtype
 from lite.engine.block_manager import BlockManager
 from lite.engine.loader import checkpoint_dtype, load_model
 from lite.engine.outputs import RequestOutput, RequestState
@@ -32,6 +33,7 @@ class LLMEngine:
         self.backend = select(config.backend)
         self.dtype = self._resolve_dtype(config.dtype, cfg)
         self.max_model_len = self._resolve_max_model_len(config.max_model_len, cfg)
+        self.kv_cache_dtype = resolve_kv_cache_dtype(config.kv_cache_dtype, folder)
         torch.manual_seed(config.seed)
         self.model = load_model(folder, cfg, self.backend.ops, self.dtype, self.backend.device,
                                 self.max_model_len)
@@ -48,9 +50,10 @@ class LLMEngine:
         self.requests: dict[str, RequestState] = {}
         self.total_computed_tokens = 0  # tokens run through the model: prefill savings show here
         logger.info("engine ready in %.1fs: %s on %s, %s, max_model_len %d, %d KV blocks of %d tokens "
-                    "(%d tokens)", time.perf_counter() - start, cfg.architecture, self.backend.name,
-                    str(self.dtype).removeprefix("torch."), self.max_model_len, spec.num_blocks,
-                    spec.block_size, spec.num_blocks * spec.block_size)
+                    "(%d tokens, KV cache %s)", time.perf_counter() - start, cfg.architecture,
+                    self.backend.name, str(self.dtype).removeprefix("torch."), self.max_model_len,
+                    spec.num_blocks, spec.block_size, spec.num_blocks * spec.block_size,
+                    self.kv_cache_dtype if spec.kv_bits else "unquantized")
 
     def _resolve_dtype(self, name: str, cfg: ModelConfig) -> torch.dtype:
         if name == "auto":
@@ -74,7 +77,7 @@ class LLMEngine:
 
     def _size_kv_cache(self, cfg: ModelConfig) -> KVCacheSpec:
         spec = KVCacheSpec(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim,
-                           self.block_size, 0, self.dtype)
+                           self.block_size, 0, self.dtype, KV_CACHE_BITS[self.kv_cache_dtype])
         per_block = self.backend.kv_bytes_per_block(spec)
         budget = self.config.kv_cache_memory or self.backend.available_kv_memory(self.config.memory_fraction)
         blocks_per_seq = -(-self.max_model_len // self.block_size)
@@ -89,9 +92,11 @@ class LLMEngine:
         return spec
 
     def build_sequence(self, prompt: str | list[int] | list[dict], params: SamplingParams | None = None,
-                       request_id: str | None = None, prompt_embeds: torch.Tensor | None = None) -> Sequence:
+                       request_id: str | None = None, prompt_embeds: torch.Tensor | None = None,
+                       logits_processor=None) -> Sequence:
         """Tokenize and validate a request without touching engine state (safe from any thread).
-        `prompt` is text, token ids, or chat messages rendered with the model's chat template."""
+        `prompt` is text, token ids, or chat messages rendered with the model's chat template;
+        `logits_processor` (see Sequence) belongs to this sequence alone."""
         params = params or SamplingParams()
         if isinstance(prompt, str):
             token_ids = self.tokenizer.encode(prompt)
@@ -107,10 +112,12 @@ class LLMEngine:
             raise ValueError(f"the prompt has {len(token_ids)} tokens but the context holds "
                              f"{self.max_model_len} (max_model_len), with room for at least one new "
                              "token; shorten the prompt or raise --max-model-len")
+        if any(token_id >= self.model_config.vocab_size for token_id, _ in params.logit_bias):
+            raise ValueError(f"logit_bias token ids must lie in [0, {self.model_config.vocab_size})")
         if prompt_embeds is not None and prompt_embeds.shape != (len(token_ids), self.model_config.hidden_size):
             raise ValueError(f"prompt_embeds must be [{len(token_ids)}, {self.model_config.hidden_size}], "
                              f"got {list(prompt_embeds.shape)}")
-        seq = Sequence(token_ids, params, prompt_embeds=prompt_embeds)
+        seq = Sequence(token_ids, params, prompt_embeds=prompt_embeds, logits_processor=logits_processor)
         if request_id is not None:
             seq.request_id = request_id
         return seq

@@ -13,7 +13,10 @@ from lite.backends.base import Ops
 from lite.backends.reference import interleave_rotary_halves
 from lite.config import ModelConfig
 from lite.engine.layers.linear import Linear
+from lite.engine.layers.w4a16_linear import W4A16Linear, swap_in_w4a16_linears
 from lite.engine.models import model_class
+from lite.quantize.awq_format import int4_weights, read_int4_checkpoint
+from lite.quantize.int4 import Int4Weight
 
 logger = logging.getLogger("lite.loader")
 
@@ -40,6 +43,27 @@ def _checkpoint_tensors(folder: Path):
         yield from torch.load(path, map_location="cpu", weights_only=True, mmap=True).items()
 
 
+def _quantized_module_names(folder: Path) -> list[str]:
+    """HF names of the modules an AWQ/GPTQ checkpoint stores as int4 (those with a qweight)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{folder}: quantized checkpoints are read from *.safetensors files only")
+    names = []
+    for path in files:
+        with safe_open(path, framework="pt") as f:
+            names += [name.removesuffix(".qweight") for name in f.keys() if name.endswith(".qweight")]
+    return names
+
+
+def _target(cls, module_name: str) -> tuple[str, int | None]:
+    """Checkpoint module name -> (the model's module name, shard index in a merged projection)."""
+    parent, _, leaf = module_name.rpartition(".")
+    if leaf in cls.packed_modules:
+        merged, shard = cls.packed_modules[leaf]
+        return f"{parent}.{merged}", shard
+    return module_name, None
+
+
 def checkpoint_dtype(cfg: ModelConfig) -> torch.dtype:
     name = cfg.hf_config.get("torch_dtype") or cfg.hf_config.get("dtype") or "float32"
     return getattr(torch, name, torch.float32)
@@ -48,10 +72,11 @@ def checkpoint_dtype(cfg: ModelConfig) -> torch.dtype:
 def _expected_keys(model: nn.Module) -> set[tuple[str, int | None]]:
     keys = set()
     for module_name, module in model.named_modules():
-        for param_name, param in module.named_parameters(recurse=False):
-            if param is None:
-                continue
-            shards = range(len(module.shard_sizes)) if isinstance(module, Linear) and \
+        param_names = [name for name, param in module.named_parameters(recurse=False) if param is not None]
+        if isinstance(module, W4A16Linear):
+            param_names.append("weight")
+        for param_name in param_names:
+            shards = range(len(module.shard_sizes)) if isinstance(module, (Linear, W4A16Linear)) and \
                 len(module.shard_sizes) > 1 else [None]
             keys.update((f"{module_name}.{param_name}", s) for s in shards)
     return keys
@@ -63,28 +88,33 @@ def load_model(folder: str | Path, cfg: ModelConfig, ops: Ops, dtype: torch.dtyp
     cls = model_class(cfg.architecture)
     with _default_dtype(dtype), device:
         model = cls(cfg, ops, max_positions)
+    tensors = _checkpoint_tensors(folder)
+    int4_format = read_int4_checkpoint(cfg.hf_config)
+    if int4_format is not None:
+        swap_in_w4a16_linears(model, {_target(cls, name)[0] for name in _quantized_module_names(folder)})
+        tensors = int4_weights(tensors, int4_format)
     modules = dict(model.named_modules())
     expected = _expected_keys(model)
     if cfg.tie_word_embeddings:
         expected.discard(("lm_head.weight", None))
     loaded, ignored = set(), []
-    for name, tensor in _checkpoint_tensors(folder):
+    for name, tensor in tensors:
         if name.endswith("rotary_emb.inv_freq") or (cfg.tie_word_embeddings and name == "lm_head.weight"):
             continue
-        module_name, _, param_name = name.rpartition(".")
-        parent, _, leaf = module_name.rpartition(".")
-        if leaf in cls.rotary_interleaved_modules:
-            tensor = interleave_rotary_halves(tensor, cfg.head_dim)
-        shard = None
-        if leaf in cls.packed_modules:
-            merged, shard = cls.packed_modules[leaf]
-            module_name = f"{parent}.{merged}"
+        checkpoint_module, _, param_name = name.rpartition(".")
+        if checkpoint_module.rpartition(".")[2] in cls.rotary_interleaved_modules:
+            if isinstance(tensor, Int4Weight):
+                tensor = tensor.map_rows(lambda rows: interleave_rotary_halves(rows, cfg.head_dim))
+            else:
+                tensor = interleave_rotary_halves(tensor, cfg.head_dim)
+        module_name, shard = _target(cls, checkpoint_module)
         module = modules.get(module_name)
-        if module is None or getattr(module, param_name, None) is None:
+        takes_int4 = isinstance(module, W4A16Linear) and param_name == "weight"
+        if module is None or (getattr(module, param_name, None) is None and not takes_int4):
             ignored.append(name)
             continue
         with torch.no_grad():
-            if isinstance(module, Linear):
+            if isinstance(module, (Linear, W4A16Linear)):
                 module.load(param_name, tensor, shard)
             else:
                 param = getattr(module, param_name)

@@ -24,7 +24,11 @@ class Sampler:
         """logits: [len(seqs), vocab] float32 on the CPU, one row per sequence that samples."""
         params = [s.sampling_params for s in seqs]
         want_logprobs = any(p.logprobs is not None for p in params)
+        # Logprobs report the model's own distribution, before biases and grammar masks.
         raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
+        for i, seq in enumerate(seqs):
+            if seq.sampling_params.logit_bias or seq.logits_processor is not None:
+                adjust_logits(logits[i], seq)
         if all(p.is_greedy and not p.has_penalties for p in params):
             token_ids = logits.argmax(dim=-1).tolist()
         else:
@@ -70,6 +74,15 @@ class Sampler:
         # Stateless per step: the same seed gives the same tokens whatever else is in the batch,
         # and a preempted request recomputes to the same draws.
         return torch.Generator().manual_seed((seed * 1_000_003 + seq.num_output_tokens) % (1 << 63))
+
+
+def adjust_logits(logits: torch.Tensor, seq: Sequence) -> None:
+    """In place on one row: the request's logit_bias, then its logits processor (which may mask)."""
+    if seq.sampling_params.logit_bias:
+        token_ids, biases = zip(*seq.sampling_params.logit_bias)
+        logits[list(token_ids)] += torch.tensor(biases, dtype=logits.dtype)
+    if seq.logits_processor is not None:
+        seq.logits_processor(seq.output_token_ids, logits)
 
 
 def apply_penalties(logits: torch.Tensor, seq: Sequence) -> None:

@@ -25,12 +25,16 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
     logprobs: int | None = None  # number of top logprobs to return besides the sampled token's
+    # (token id, bias) pairs added to the logits before sampling; a dict is accepted and sorted.
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self):
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        bias = self.logit_bias.items() if isinstance(self.logit_bias, dict) else self.logit_bias
+        object.__setattr__(self, "logit_bias", tuple(sorted((int(t), float(b)) for t, b in bias)))
         problems = []
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             problems.append(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
@@ -51,6 +55,8 @@ class SamplingParams:
             problems.append(f"logprobs must be in [0, 20], got {self.logprobs!r}")
         if any(not s for s in self.stop):
             problems.append("stop strings must be non-empty")
+        if any(token_id < 0 or not -100.0 <= bias <= 100.0 for token_id, bias in self.logit_bias):
+            problems.append("logit_bias maps token ids >= 0 to biases in [-100, 100]")
         if problems:
             raise ValueError("invalid sampling parameters: " + "; ".join(problems))
 
@@ -94,6 +100,9 @@ class Sequence:
     # Optional [num_prompt_tokens, hidden] embeddings that replace the prompt's token embeddings
     # (vision features merged in); tensors stay opaque to the scheduler.
     prompt_embeds: object | None = None
+    # Optional callable(output_token_ids, logits_row) that edits the [vocab] logits in place before
+    # sampling, e.g. a grammar matcher. Per sequence, because such processors carry state.
+    logits_processor: object | None = None
 
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: FinishReason | None = None

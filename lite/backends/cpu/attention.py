@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from lite.backends.base import AttentionOps, BatchLayout
+from lite.backends.cpu.kv_quant import QuantizedKVCache
 
 
 @dataclass
@@ -25,16 +27,24 @@ class CPUAttentionMetadata:
     decode_blocks: torch.Tensor | None  # [decodes, max_blocks], padded with block 0
     decode_context_len: int  # keys to read per decode: the longest context (padded ones masked)
     decode_mask: torch.Tensor | None  # [decodes, 1, 1, decode_context_len]; None when all equal
+    decode_context_lens: torch.Tensor | None  # [decodes]
     prefills: list[PrefillSpan]
+    dequantize_plan: Any = None  # int8/int4 caches: filled by kv_quant at the step's first layer
 
 
 class CPUAttention(AttentionOps):
     """KV cache per layer: (k, v), each [blocks, block_size, kv_heads, head_dim], zero-filled so
-    padded reads of never-written slots stay finite under the mask."""
+    padded reads of never-written slots stay finite under the mask.
+
+    Decode uses the C++ paged kernel when it is built (float32), which reads K/V in place; the
+    PyTorch path gathers each sequence's blocks into a padded copy first."""
+
+    def __init__(self, decode_kernel=None):
+        self.decode_kernel = decode_kernel
 
     def build_metadata(self, layout: BatchLayout) -> CPUAttentionMetadata:
         num_decodes = layout.num_decodes
-        decode_blocks = decode_mask = None
+        decode_blocks = decode_mask = decode_lens = None
         decode_len = 0
         if num_decodes:
             lens = layout.context_lens[:num_decodes]
@@ -43,6 +53,7 @@ class CPUAttention(AttentionOps):
             decode_blocks = torch.tensor(
                 [t[:width] + [0] * (width - len(t[:width])) for t in layout.block_tables[:num_decodes]],
                 dtype=torch.long)
+            decode_lens = torch.tensor(lens, dtype=torch.long)
             if min(lens) != decode_len:
                 decode_mask = (torch.arange(decode_len).unsqueeze(0)
                                < torch.tensor(lens).unsqueeze(1)).view(num_decodes, 1, 1, decode_len)
@@ -60,9 +71,11 @@ class CPUAttention(AttentionOps):
         return CPUAttentionMetadata(
             slot_mapping=torch.tensor(layout.slot_mapping, dtype=torch.long),
             num_decodes=num_decodes, decode_blocks=decode_blocks, decode_context_len=decode_len,
-            decode_mask=decode_mask, prefills=prefills)
+            decode_mask=decode_mask, decode_context_lens=decode_lens, prefills=prefills)
 
     def forward(self, q, k, v, kv_cache, metadata: CPUAttentionMetadata, scale: float):
+        if isinstance(kv_cache, QuantizedKVCache):  # int8/int4: attend over a float copy of the step's blocks
+            kv_cache, metadata = kv_cache.dequantized_view(k, v, metadata)
         k_cache, v_cache = kv_cache
         _, block_size, num_kv_heads, head_dim = k_cache.shape
         k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, metadata.slot_mapping, k)
@@ -71,7 +84,10 @@ class CPUAttention(AttentionOps):
         group = num_heads // num_kv_heads
         parts = []
         n = metadata.num_decodes
-        if n:
+        if n and self.decode_kernel is not None and q.dtype == torch.float32:
+            parts.append(self.decode_kernel.paged_decode(
+                q[:n], k_cache, v_cache, metadata.decode_blocks, metadata.decode_context_lens, scale))
+        elif n:
             length = metadata.decode_context_len
             # Each kv head's `group` query heads ride in the query-length dim: no K/V copy per head.
             keys = k_cache[metadata.decode_blocks].view(n, -1, num_kv_heads, head_dim)[:, :length]

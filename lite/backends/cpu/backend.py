@@ -9,7 +9,10 @@ import torch.nn.functional as F
 
 from lite.backends import reference
 from lite.backends.base import Availability, Backend, KVCacheSpec
+from lite.backends.cpu import int4_linear
 from lite.backends.cpu.attention import CPUAttention
+from lite.backends.cpu.kernels import paged_decode_kernel
+from lite.backends.cpu.kv_quant import QuantizedKVCache
 from lite.backends.registry import register
 
 # Without a cap the KV cache of a CPU server would claim most of the host's RAM, which it shares
@@ -69,15 +72,18 @@ class CPUBackend(Backend):
 
     def op_overrides(self):
         return {"rms_norm": _fused_rms_norm, "add_rms_norm": _fused_add_rms_norm,
-                "rotary": _rotary_in_place}
+                "rotary": _rotary_in_place, "prepare_w4a16": int4_linear.prepare_w4a16,
+                "linear_w4a16": int4_linear.linear_w4a16}
 
     def attention(self) -> CPUAttention:
-        return CPUAttention()
+        return CPUAttention(paged_decode_kernel())
 
     def available_kv_memory(self, fraction: float) -> int:
         return min(int(available_memory_bytes() * fraction * 0.5), CPU_KV_CAP_BYTES)
 
-    def allocate_kv_cache(self, spec: KVCacheSpec) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def allocate_kv_cache(self, spec: KVCacheSpec) -> list[tuple[torch.Tensor, torch.Tensor] | QuantizedKVCache]:
+        if spec.kv_bits:
+            return [QuantizedKVCache.allocate(spec) for _ in range(spec.num_layers)]
         shape = (spec.num_blocks, spec.block_size, spec.num_kv_heads, spec.head_dim)
         return [(torch.zeros(shape, dtype=spec.dtype), torch.zeros(shape, dtype=spec.dtype))
                 for _ in range(spec.num_layers)]

@@ -22,15 +22,19 @@ class Linear(nn.Module):
 
     def load(self, name: str, tensor: torch.Tensor, shard: int | None) -> None:
         """Copy a checkpoint tensor ('weight' or 'bias') into this layer, or into one shard of it."""
-        param = getattr(self, name)
-        if param is None:
-            raise ValueError(f"checkpoint has a {name} this layer does not (bias=False)")
-        if shard is not None:
-            start = sum(self.shard_sizes[:shard])
-            param = param.narrow(0, start, self.shard_sizes[shard])
-        if param.shape != tensor.shape:
-            raise ValueError(f"shape mismatch: checkpoint {tuple(tensor.shape)}, model {tuple(param.shape)}")
-        param.copy_(tensor)
+        load_rows(getattr(self, name), name, tensor, self.shard_sizes, shard)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ops.linear(x, self.weight, self.bias)
+
+
+def load_rows(param: torch.Tensor | None, name: str, tensor: torch.Tensor, shard_sizes: list[int],
+              shard: int | None) -> None:
+    """Copy a checkpoint tensor into `param`, or into the rows of one shard of a merged projection."""
+    if param is None:
+        raise ValueError(f"checkpoint has a {name} this layer does not (bias=False)")
+    if shard is not None:
+        param = param.narrow(0, sum(shard_sizes[:shard]), shard_sizes[shard])
+    if param.shape != tensor.shape:
+        raise ValueError(f"shape mismatch: checkpoint {tuple(tensor.shape)}, model {tuple(param.shape)}")
+    param.copy_(tensor)

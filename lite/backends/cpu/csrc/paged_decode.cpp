@@ -1,0 +1,81 @@
+// Paged decode attention for the CPU backend: one query token per sequence attends over its
+// context straight from the block-paged KV cache, so no K/V gather copy is made per layer.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+inline void axpy(float alpha, const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+}  // namespace
+
+// q: [B, H, D]; k_cache, v_cache: [blocks, block_size, KH, D]; block_tables: [B, max_blocks];
+// context_lens: [B]. Returns [B, H, D]. The H query heads of KV head h are h*g .. h*g+g-1.
+torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
+                           torch::Tensor block_tables, torch::Tensor context_lens, double scale) {
+  TORCH_CHECK(q.scalar_type() == torch::kFloat && k_cache.scalar_type() == torch::kFloat,
+              "paged_decode takes float32 q and cache");
+  q = q.contiguous();
+  block_tables = block_tables.contiguous();
+  context_lens = context_lens.contiguous();
+  const int64_t batch = q.size(0), heads = q.size(1), head_dim = q.size(2);
+  const int64_t block_size = k_cache.size(1), kv_heads = k_cache.size(2);
+  const int64_t group = heads / kv_heads, max_blocks = block_tables.size(1);
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "the KV cache must be contiguous");
+  auto out = torch::zeros_like(q);
+  const float* q_ptr = q.data_ptr<float>();
+  const float* k_ptr = k_cache.data_ptr<float>();
+  const float* v_ptr = v_cache.data_ptr<float>();
+  const int64_t* tables = block_tables.data_ptr<int64_t>();
+  const int64_t* lens = context_lens.data_ptr<int64_t>();
+  float* out_ptr = out.data_ptr<float>();
+  const float fscale = static_cast<float>(scale);
+  const int64_t token_stride = kv_heads * head_dim;  // between consecutive slots
+
+  at::parallel_for(0, batch * kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / kv_heads, h = item % kv_heads, length = lens[b];
+      scores.assign(group * length, 0.f);
+      const float* q_head = q_ptr + (b * heads + h * group) * head_dim;
+      for (int64_t t = 0; t < length; ++t) {
+        const int64_t slot = tables[b * max_blocks + t / block_size] * block_size + t % block_size;
+        const float* key = k_ptr + slot * token_stride + h * head_dim;
+        for (int64_t j = 0; j < group; ++j) scores[j * length + t] = dot(q_head + j * head_dim, key, head_dim) * fscale;
+      }
+      for (int64_t j = 0; j < group; ++j) {
+        float* row = scores.data() + j * length;
+        const float peak = *std::max_element(row, row + length);
+        float total = 0.f;
+        for (int64_t t = 0; t < length; ++t) total += (row[t] = std::exp(row[t] - peak));
+        const float inverse = 1.f / total;
+        for (int64_t t = 0; t < length; ++t) row[t] *= inverse;
+      }
+      for (int64_t t = 0; t < length; ++t) {
+        const int64_t slot = tables[b * max_blocks + t / block_size] * block_size + t % block_size;
+        const float* value = v_ptr + slot * token_stride + h * head_dim;
+        for (int64_t j = 0; j < group; ++j)
+          axpy(scores[j * length + t], value, out_ptr + (b * heads + h * group + j) * head_dim, head_dim);
+      }
+    }
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("paged_decode", &paged_decode, "paged decode attention over a block-paged KV cache (float32)");
+}

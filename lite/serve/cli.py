@@ -1,0 +1,100 @@
+"""`lite serve`: the OpenAI-compatible HTTP server on uvicorn."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+from lite.cli import add_model_args, engine_from_args, parse_size
+
+logger = logging.getLogger("lite.serve")
+
+BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+def add_serve_parser(sub) -> None:
+    parser = sub.add_parser(
+        "serve", help="serve a model over an OpenAI-compatible HTTP API",
+        description="Serve MODEL over HTTP with OpenAI's API: /v1/chat/completions (tools, JSON "
+                    "schema output, streaming), /v1/completions, /v1/models, /health, /metrics "
+                    "(Prometheus) and the API docs at /docs. SIGTERM drains requests in flight, then "
+                    "exits 0.")
+    add_model_args(parser)
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 "
+                             "for every interface)")
+    server.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    server.add_argument("--api-keys", nargs="+", metavar="KEY",
+                        default=[k for k in os.environ.get("LITE_API_KEYS", "").split(",") if k],
+                        help="accepted API keys: /v1 requests must send 'Authorization: Bearer KEY', "
+                             "others get 401 (default: $LITE_API_KEYS, comma-separated; none: no auth)")
+    server.add_argument("--served-model-name", nargs="+", metavar="NAME",
+                        help="names clients may put in 'model'; /v1/models lists them all "
+                             "(default: the model argument's name, SmolLM2-135M-Instruct when none)")
+    server.add_argument("--kv-cache-fraction", type=float, default=0.9,
+                        help="share of the memory free after loading that sizes the KV cache when "
+                             "--kv-cache-memory is not given (default: 0.9; the CPU backend uses half "
+                             "of it, at most 4 GiB)")
+    server.add_argument("--max-queued-seqs", type=int, default=256,
+                        help="sequences that may wait beyond --max-num-seqs; past that requests get "
+                             "503 with Retry-After instead of queueing without bound (default: 256)")
+    server.add_argument("--retry-after", type=int, default=1, metavar="SECONDS",
+                        help="the Retry-After an overloaded server sends (default: 1)")
+    server.add_argument("--cors-origins", nargs="+", metavar="ORIGIN", default=[],
+                        help="browser origins allowed to call the API, e.g. http://localhost:3000, or * "
+                             "(default: none)")
+    server.add_argument("--log-requests", action="store_true",
+                        help="log one line per request: choices, token counts, finish reasons, "
+                             "latency and sampling settings (never the prompt)")
+    server.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="on SIGTERM, how long requests in flight may run before they are "
+                             "aborted (default: 30)")
+    server.add_argument("--max-request-body", type=parse_size, default=4 << 20, metavar="SIZE",
+                        help="largest request body; larger ones get 413 (default: 4MiB)")
+    server.add_argument("--uvicorn-log-level", default="warning",
+                        choices=["critical", "error", "warning", "info", "debug", "trace"],
+                        help="uvicorn's own log level; 'info' adds an access log line per request "
+                             "(default: warning)")
+    parser.set_defaults(func=cmd_serve)
+
+
+def served_model_names(args) -> tuple[str, ...]:
+    if args.served_model_name:
+        return tuple(args.served_model_name)
+    if args.model is None:
+        return (BUNDLED_MODEL_NAME,)
+    path = Path(args.model).expanduser()
+    return (path.stem if path.suffix.lower() == ".gguf" else path.name,) if path.exists() else (args.model,)
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from lite.engine.async_engine import AsyncLLMEngine
+    from lite.serve.app import build_app
+    from lite.serve.config import ServerConfig
+
+    config = ServerConfig(
+        served_model_names=served_model_names(args), api_keys=tuple(args.api_keys),
+        max_queued_seqs=args.max_queued_seqs, retry_after_s=args.retry_after,
+        max_request_bytes=args.max_request_body, cors_origins=tuple(args.cors_origins),
+        log_requests=args.log_requests, shutdown_timeout_s=args.shutdown_timeout)
+    engine = AsyncLLMEngine(engine_from_args(args))
+    app = build_app(engine, config)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=args.host, port=args.port, log_config=None, log_level=args.uvicorn_log_level,
+        access_log=args.uvicorn_log_level in ("info", "debug", "trace"),
+        timeout_graceful_shutdown=args.shutdown_timeout))
+    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again to end the process "by" it
+    # (exit status 143/130). With these handlers that second delivery is a no-op and we exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    logger.info("serving %s at http://%s:%d/v1 (API docs at /docs, metrics at /metrics)%s",
+                " / ".join(config.served_model_names), args.host, args.port,
+                "; API keys required" if config.api_keys else "")
+    server.run()
+    logger.info("server stopped")
+    return 0
+

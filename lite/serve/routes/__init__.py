@@ -1,0 +1,1 @@
+"""One module per endpoint group: chat, completions, system (models, health, metrics)."""
