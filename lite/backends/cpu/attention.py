@@ -103,9 +103,12 @@ class CPUAttention(AttentionOps):
             else:
                 keys = k_cache[span.prefix_blocks].flatten(0, 1)[:span.context_len]
                 values = v_cache[span.prefix_blocks].flatten(0, 1)[:span.context_len]
+            # 4-D inputs: PyTorch's CPU flash-attention kernel takes only those (3-D falls back
+            # to the math path, which materializes the whole score matrix).
             attn = F.scaled_dot_product_attention(
-                q[rows].transpose(0, 1), keys.transpose(0, 1).repeat_interleave(group, dim=0),
-                values.transpose(0, 1).repeat_interleave(group, dim=0),
+                q[rows].transpose(0, 1).unsqueeze(0),
+                keys.transpose(0, 1).repeat_interleave(group, dim=0).unsqueeze(0),
+                values.transpose(0, 1).repeat_interleave(group, dim=0).unsqueeze(0),
                 attn_mask=span.mask, is_causal=span.mask is None, scale=scale)
-            parts.append(attn.transpose(0, 1))
+            parts.append(attn[0].transpose(0, 1))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
