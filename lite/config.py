@@ -129,8 +129,15 @@ class EngineConfig:
     chat_template: str | None = None  # overrides the model's own (a Jinja string)
     # auto: what the model folder's lite_config.json says (written by `lite convert --kv`), else none
     kv_cache_dtype: str = "auto"  # auto | none | int8 | int4
+    # W4A16 checkpoints: run the output head, which AWQ leaves in float, as int8 per channel where the
+    # backend has the kernel (llama.cpp's 4-bit files keep an 8-bit head too); False keeps it as is.
+    quantize_lm_head: bool = True
+    enforce_eager: bool = False  # never replay captured graphs, even where the backend has them
+    load_format: str = "auto"  # auto: the checkpoint's weights; dummy: random ones of its shapes (benchmarks)
 
     def __post_init__(self):
+        if self.load_format not in ("auto", "dummy"):
+            raise ValueError(f"load_format must be auto or dummy, got {self.load_format!r}")
         if self.kv_cache_dtype not in ("auto", *KV_CACHE_DTYPES):
             raise ValueError(f"kv_cache_dtype must be one of auto, {', '.join(KV_CACHE_DTYPES)}; "
                              f"got {self.kv_cache_dtype!r}")

@@ -7,7 +7,7 @@ import torch
 from lite.backends import BatchLayout, availability, names, reference, select
 from lite.backends.cpu import CPUBackend
 from lite.backends.cpu.attention import CPUAttention
-from lite.backends.cpu.kernels import paged_decode_kernel
+from lite.backends.cpu.kernels import cpu_kernels
 
 
 def test_auto_selects_cpu_on_a_machine_without_accelerators():
@@ -27,16 +27,6 @@ def test_unavailable_backend_says_what_is_missing():
 def test_unknown_backend_lists_the_choices():
     with pytest.raises(ValueError, match="choose one of: auto, cuda"):
         select("tpu")
-
-
-def test_fused_rms_norm_matches_reference():
-    ops = CPUBackend().ops
-    x, residual, weight = torch.randn(7, 64), torch.randn(7, 64), torch.rand(64) + 0.5
-    torch.testing.assert_close(ops.rms_norm(x, weight, 1e-6), reference.rms_norm(x, weight, 1e-6))
-    out, new_residual = ops.add_rms_norm(x, residual, weight, 1e-6)
-    ref_out, ref_residual = reference.add_rms_norm(x, residual, weight, 1e-6)
-    torch.testing.assert_close(out, ref_out)
-    torch.testing.assert_close(new_residual, ref_residual)
 
 
 def random_batch(query_lens, context_lens, block_size=4, num_kv_heads=2, group=3, head_dim=16):
@@ -73,10 +63,22 @@ def test_cpu_paged_attention_matches_reference(query_lens, context_lens, decode_
     expected_v.view(-1, *v.shape[1:])[slots] = v
     want = reference.paged_attention(q, expected_k, expected_v, layout.block_tables, query_lens,
                                      context_lens, scale=0.25)
-    attention = CPUAttention(paged_decode_kernel() if decode_kernel == "c++" else None)
+    attention = CPUAttention(cpu_kernels() if decode_kernel == "c++" else None)
     if decode_kernel == "c++":
         assert attention.decode_kernel is not None, "the C++ kernel did not build on this machine"
     got = attention.forward(q, k, v, (k_cache, v_cache), attention.build_metadata(layout), scale=0.25)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(k_cache, expected_k)  # the store wrote every new token's slot
     torch.testing.assert_close(v_cache, expected_v)
+
+
+@pytest.mark.parametrize("op", ["rms_norm", "add_rms_norm", "silu_and_mul"])
+def test_cpu_fused_ops_match_reference_in_float32_and_bfloat16(op):
+    ops = CPUBackend().ops
+    for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        x, residual = torch.randn(5, 3, 96, dtype=dtype), torch.randn(5, 3, 96, dtype=dtype)
+        weight = (torch.rand(96) + 0.5).to(dtype)
+        args = {"rms_norm": (x, weight, 1e-6), "add_rms_norm": (x, residual, weight, 1e-6),
+                "silu_and_mul": (x,)}[op]
+        torch.testing.assert_close(getattr(ops, op)(*args), getattr(reference, op)(*args),
+                                   atol=tolerance, rtol=tolerance)

@@ -32,6 +32,8 @@ class Ops:
     linear: Callable = reference.linear
     prepare_w4a16: Callable = reference.prepare_w4a16  # int4 weight -> backend layout, once at load
     linear_w4a16: Callable = reference.linear_w4a16
+    prepare_w8a16: Callable = reference.prepare_w8a16  # float weight -> int8 per row, once at load
+    linear_w8a16: Callable = reference.linear_w8a16
 
     @classmethod
     def with_overrides(cls, overrides: dict[str, Callable]) -> "Ops":
@@ -84,6 +86,18 @@ class AttentionOps(ABC):
         """q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim] -> [tokens, heads, head_dim]."""
 
 
+class GraphRunner(ABC):
+    """Replays captured forward passes (CUDA/HIP graphs) for the steps it was captured for."""
+
+    @abstractmethod
+    def can_replay(self, layout: BatchLayout) -> bool:
+        """Whether a captured graph serves this step (e.g. decodes only, few enough of them)."""
+
+    @abstractmethod
+    def replay(self, token_ids: list[int], positions: list[int], layout: BatchLayout) -> torch.Tensor:
+        """The model's hidden states [tokens, hidden] for this step, as model.forward returns them."""
+
+
 @dataclass
 class ForwardContext:
     """What a model's attention layers need for one step; built by the runner, never by the model."""
@@ -116,6 +130,17 @@ class Backend(ABC):
     @abstractmethod
     def available_kv_memory(self, fraction: float) -> int:
         """Bytes the KV cache may take now, after the weights are loaded."""
+
+    def measure_kv_memory(self, fraction: float, warm_up: Callable[[], None]) -> int:
+        """Bytes the KV cache may take, given `warm_up`: one forward pass of the largest step the
+        scheduler may build, on a scratch cache. A backend whose activations compete with the
+        cache for device memory runs it to see their peak; by default it is not run."""
+        return self.available_kv_memory(fraction)
+
+    def graph_runner(self, model: Any, kv_caches: list[Any], max_num_seqs: int,
+                     max_model_len: int, block_size: int) -> GraphRunner | None:
+        """Captured decode steps for this model and cache, or None to run every step eagerly."""
+        return None
 
     @abstractmethod
     def allocate_kv_cache(self, spec: KVCacheSpec) -> list[Any]:

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lite.quantize.int4 import Int4Weight
+from lite.quantize.int8 import Int8Weight, quantize_int8_rows
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -75,6 +76,15 @@ def prepare_w4a16(weight: Int4Weight) -> Int4Weight:
 
 def linear_w4a16(x: torch.Tensor, weight: Int4Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x W^T + b with W int4; the reference dequantizes on every call (exact, slow, the oracle)."""
+    return F.linear(x, weight.dequantize(x.dtype), bias)
+
+
+def prepare_w8a16(weight: torch.Tensor) -> Int8Weight:
+    """A float weight -> int8 per output channel, once at load (a W4A16 model's output head)."""
+    return quantize_int8_rows(weight)
+
+
+def linear_w8a16(x: torch.Tensor, weight: Int8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     return F.linear(x, weight.dequantize(x.dtype), bias)
 
 

@@ -15,7 +15,7 @@ _BACKENDS: dict[str, type[Backend]] = {}
 # Probe order for "auto": accelerators first, the CPU last because it always works.
 AUTO_ORDER = ("cuda", "rocm", "ascend", "intel-xpu", "cpu")
 # Modules that register a backend on import; imported lazily so `import lite` touches no device.
-_MODULES = {"cpu": "lite.backends.cpu"}
+_MODULES = {"cuda": "lite.backends.cuda", "cpu": "lite.backends.cpu"}
 
 
 def register(name: str):
@@ -28,10 +28,7 @@ def register(name: str):
 
 def _device_probe(name: str) -> Availability:
     """What this machine offers for a device family lite has no backend for yet."""
-    if name == "cuda":
-        ok = torch.cuda.is_available() and torch.version.hip is None
-        found = "an NVIDIA GPU is visible" if ok else "no CUDA device visible to PyTorch"
-    elif name == "rocm":
+    if name == "rocm":
         ok = torch.version.hip is not None and torch.cuda.is_available()
         found = "a ROCm GPU is visible" if ok else "PyTorch is not a ROCm (HIP) build with a GPU"
     elif name == "ascend":

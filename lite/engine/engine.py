@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -36,7 +37,8 @@ class LLMEngine:
         self.kv_cache_dtype = resolve_kv_cache_dtype(config.kv_cache_dtype, folder)
         torch.manual_seed(config.seed)
         self.model = load_model(folder, cfg, self.backend.ops, self.dtype, self.backend.device,
-                                self.max_model_len)
+                                self.max_model_len, dummy=config.load_format == "dummy",
+                                quantize_lm_head=config.quantize_lm_head)
         self.block_size = config.block_size or self.backend.preferred_block_size
         spec = self._size_kv_cache(cfg)
         self.num_kv_blocks = spec.num_blocks
@@ -47,6 +49,8 @@ class LLMEngine:
             self.block_manager)
         self.runner = ModelRunner(self.model, self.backend, self.backend.allocate_kv_cache(spec),
                                   self.block_size, config.seed)
+        if not config.enforce_eager:
+            self.runner.capture_graphs(config.max_num_seqs, self.max_model_len)
         self.requests: dict[str, RequestState] = {}
         self.total_computed_tokens = 0  # tokens run through the model: prefill savings show here
         logger.info("engine ready in %.1fs: %s on %s, %s, max_model_len %d, %d KV blocks of %d tokens "
@@ -79,7 +83,8 @@ class LLMEngine:
         spec = KVCacheSpec(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim,
                            self.block_size, 0, self.dtype, KV_CACHE_BITS[self.kv_cache_dtype])
         per_block = self.backend.kv_bytes_per_block(spec)
-        budget = self.config.kv_cache_memory or self.backend.available_kv_memory(self.config.memory_fraction)
+        budget = self.config.kv_cache_memory or self.backend.measure_kv_memory(
+            self.config.memory_fraction, lambda: self._warm_up(spec))
         blocks_per_seq = -(-self.max_model_len // self.block_size)
         # More blocks than max_num_seqs full-length sequences can use would only waste memory.
         spec.num_blocks = min(budget // per_block, blocks_per_seq * self.config.max_num_seqs)
@@ -90,6 +95,16 @@ class LLMEngine:
                 f"({blocks_per_seq * per_block / 2**20:.0f} MiB); raise --kv-cache-memory or lower "
                 "--max-model-len")
         return spec
+
+    def _warm_up(self, spec: KVCacheSpec) -> None:
+        """One prefill of the largest step the scheduler builds, on a scratch cache just large
+        enough: the backend measures peak activation memory (and compiles its kernels) with it."""
+        tokens = min(self.config.max_num_batched_tokens, self.max_model_len)
+        num_blocks = -(-tokens // self.block_size)
+        scratch = self.backend.allocate_kv_cache(replace(spec, num_blocks=num_blocks))
+        seq = Sequence([0] * tokens, SamplingParams(temperature=0, max_tokens=1))
+        seq.block_ids = list(range(num_blocks))
+        ModelRunner(self.model, self.backend, scratch, self.block_size).execute([seq], [tokens])
 
     def build_sequence(self, prompt: str | list[int] | list[dict], params: SamplingParams | None = None,
                        request_id: str | None = None, prompt_embeds: torch.Tensor | None = None,

@@ -13,7 +13,8 @@ from lite.backends.base import Ops
 from lite.backends.reference import interleave_rotary_halves
 from lite.config import ModelConfig
 from lite.engine.layers.linear import Linear
-from lite.engine.layers.w4a16_linear import W4A16Linear, swap_in_w4a16_linears
+from lite.engine.layers.w4a16_linear import W4A16Linear, swap_in_int8_head, swap_in_w4a16_linears
+from lite.engine.dummy import fill_random_weights
 from lite.engine.models import model_class
 from lite.quantize.awq_format import int4_weights, read_int4_checkpoint
 from lite.quantize.int4 import Int4Weight
@@ -83,11 +84,15 @@ def _expected_keys(model: nn.Module) -> set[tuple[str, int | None]]:
 
 
 def load_model(folder: str | Path, cfg: ModelConfig, ops: Ops, dtype: torch.dtype,
-               device: torch.device, max_positions: int) -> nn.Module:
+               device: torch.device, max_positions: int, dummy: bool = False,
+               quantize_lm_head: bool = True) -> nn.Module:
+    """`quantize_lm_head`: with an int4 checkpoint, make the float output head int8 (W8A16Linear)."""
     folder = Path(folder)
     cls = model_class(cfg.architecture)
     with _default_dtype(dtype), device:
         model = cls(cfg, ops, max_positions)
+    if dummy:
+        return fill_random_weights(model, cfg)
     tensors = _checkpoint_tensors(folder)
     int4_format = read_int4_checkpoint(cfg.hf_config)
     if int4_format is not None:
@@ -130,4 +135,6 @@ def load_model(folder: str | Path, cfg: ModelConfig, ops: Ops, dtype: torch.dtyp
     if ignored:
         logger.warning("ignored %d checkpoint tensors with no place in the model, e.g. %s",
                        len(ignored), ignored[:3])
+    if int4_format is not None and quantize_lm_head:
+        swap_in_int8_head(model)
     return model.eval()

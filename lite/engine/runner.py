@@ -17,6 +17,12 @@ class ModelRunner:
         self.kv_caches = kv_caches
         self.block_size = block_size
         self.sampler = Sampler(seed)
+        self.graph_runner = None
+
+    def capture_graphs(self, max_num_seqs: int, max_model_len: int) -> None:
+        """Let the backend capture decode steps (CUDA graphs, ...); backends without graphs decline."""
+        self.graph_runner = self.backend.graph_runner(self.model, self.kv_caches, max_num_seqs,
+                                                      max_model_len, self.block_size)
 
     @torch.inference_mode()
     def execute(self, seqs: list[Sequence], num_new_tokens: list[int]) -> list[SampleResult | None]:
@@ -43,19 +49,27 @@ class ModelRunner:
                 sample_rows.append(len(token_ids) - 1)
                 sampled.append(i)
         layout.slot_mapping = slots
+        hidden = self._forward(token_ids, positions, layout, embeds)
+        results: list[SampleResult | None] = [None] * len(seqs)
+        if sampled:
+            # Rows are distinct and increasing: as many as the batch has means all of them.
+            rows = hidden if len(sample_rows) == hidden.shape[0] else hidden[sample_rows]
+            logits = self.model.compute_logits(rows).float()
+            for i, result in zip(sampled, self.sampler(logits, [seqs[i] for i in sampled])):
+                results[i] = result
+        return results
+
+    def _forward(self, token_ids: list[int], positions: list[int], layout: BatchLayout,
+                 embeds: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+        if not embeds and self.graph_runner is not None and self.graph_runner.can_replay(layout):
+            return self.graph_runner.replay(token_ids, positions, layout)
         device = self.backend.device
         ids = torch.tensor(token_ids, dtype=torch.long, device=device)
         pos = torch.tensor(positions, dtype=torch.long, device=device)
         input_embeds = None
-        if embeds:
+        if embeds:  # (first row, [rows, hidden]) spans that replace the token embeddings
             input_embeds = self.model.embed(ids)
             for row, rows in embeds:
                 input_embeds[row:row + len(rows)] = rows.to(input_embeds)
         ctx = ForwardContext(self.attention, self.attention.build_metadata(layout), self.kv_caches)
-        hidden = self.model(ids, pos, ctx, input_embeds=input_embeds)
-        results: list[SampleResult | None] = [None] * len(seqs)
-        if sampled:
-            logits = self.model.compute_logits(hidden[sample_rows]).float().cpu()
-            for i, result in zip(sampled, self.sampler(logits, [seqs[i] for i in sampled])):
-                results[i] = result
-        return results
+        return self.model(ids, pos, ctx, input_embeds=input_embeds)

@@ -21,8 +21,13 @@ class Sampler:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampleResult]:
-        """logits: [len(seqs), vocab] float32 on the CPU, one row per sequence that samples."""
+        """logits: [len(seqs), vocab] float32 on the model's device, one row per sequence that
+        samples. A plain greedy batch is decided there and only token ids cross to the host."""
         params = [s.sampling_params for s in seqs]
+        if all(p.is_greedy and not p.has_penalties and p.logprobs is None and not p.logit_bias
+               and s.logits_processor is None for p, s in zip(params, seqs)):
+            return [SampleResult(token_id) for token_id in logits.argmax(dim=-1).tolist()]
+        logits = logits.cpu()
         want_logprobs = any(p.logprobs is not None for p in params)
         # Logprobs report the model's own distribution, before biases and grammar masks.
         raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None

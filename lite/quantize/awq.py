@@ -33,7 +33,7 @@ class AWQSettings:
     clip_grid: int = 20
     clip_max_shrink: float = 0.5  # try ranges down to half the original
     clip_tokens: int = 512  # tokens the clip search uses (evenly subsampled)
-    clip_channel_batch: int = 64  # output channels searched together (bounds memory)
+    clip_batch_elements: int = 16 << 20  # floats of one [groups, tokens, channels] clip product
 
 
 def quantize_layer(layer: CalibrationLayer, inputs: dict[str, torch.Tensor], table: LayerTable,
@@ -117,7 +117,8 @@ def clip_weight(weights: Weights, name: str, x: torch.Tensor, settings: AWQSetti
     tokens = tokens[::max(1, tokens.shape[0] // settings.clip_tokens)]
     x_groups = tokens.view(-1, num_groups, g).transpose(0, 1)  # [groups, tokens, g]
     limits = []
-    for rows in weight.split(settings.clip_channel_batch):
+    channel_batch = max(1, settings.clip_batch_elements // (num_groups * x_groups.shape[1]))
+    for rows in weight.split(channel_batch):
         w = rows.view(-1, num_groups, g)  # [channels, groups, g]
         original_max = w.abs().amax(dim=-1)  # [channels, groups]
         expected = torch.bmm(x_groups, w.permute(1, 2, 0))  # [groups, tokens, channels]

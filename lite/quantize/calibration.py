@@ -42,7 +42,7 @@ GENERATION_ROUNDS = 4  # more rounds of seed prompts while the text is still too
 @dataclass(frozen=True)
 class CalibrationSettings:
     source: str | None = None  # a .txt/.jsonl file or a dataset name ("name" or "name:config"); None: self-generated
-    num_samples: int = 32
+    num_samples: int = 16
     seq_len: int = 256
     seed: int = 0
 

@@ -1,10 +1,10 @@
 """`lite convert SRC -o OUT --weight w4a16 --kv int8`: flags, progress and the final summary."""
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
+from lite.config import KV_CACHE_DTYPES
 from lite.quantize.calibration import CalibrationSettings
 from lite.quantize.convert import GROUP_SIZES, METHODS, WEIGHT_FORMATS, ConvertOptions, ConvertSummary, convert
 
@@ -27,7 +27,7 @@ def add_convert_parser(sub) -> None:
     p.add_argument("--weight", choices=WEIGHT_FORMATS, default="w4a16",
                    help="w4a16: int4 weights (AWQ, asymmetric, per group) with 16-bit activations; "
                         "none: keep the weights (default: w4a16)")
-    p.add_argument("--kv", choices=("none", "int8", "int4"), default="none",
+    p.add_argument("--kv", choices=KV_CACHE_DTYPES, default="none",
                    help="KV cache precision recorded for the engine: int8/int4 quantize each token and "
                         "head on store, no calibration needed (default: none)")
     p.add_argument("--group-size", type=int, choices=GROUP_SIZES, default=128,
@@ -41,7 +41,7 @@ def add_convert_parser(sub) -> None:
                    help="calibration text: a .txt or .jsonl ('text' field) file, or a dataset name "
                         "(needs the datasets package and network); default: text the model generates "
                         "itself from built-in seed prompts, offline")
-    p.add_argument("--calib-samples", type=int, default=32, help="calibration sequences (default: 32)")
+    p.add_argument("--calib-samples", type=int, default=16, help="calibration sequences (default: 16)")
     p.add_argument("--calib-seqlen", type=int, default=256, help="tokens per calibration sequence (default: 256)")
     p.add_argument("--calib-seed", type=int, default=0, help="seed of the self-generated calibration text (default: 0)")
     p.add_argument("--dtype", choices=("auto", "float16", "bfloat16", "float32"), default="auto",

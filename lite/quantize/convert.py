@@ -103,7 +103,10 @@ def convert(options: ConvertOptions) -> ConvertSummary:
     if out == folder.resolve() or folder.resolve() in out.parents:
         raise ConvertError(f"the output {out} must not be the source folder or inside it")
     cfg = ModelConfig.from_folder(folder)
-    source = SourceCheckpoint(folder)
+    try:
+        source = SourceCheckpoint(folder)
+    except ValueError as exc:  # no safetensors, or a corrupt one
+        raise ConvertError(str(exc)) from None
     dtype = _output_dtype(options, cfg)
     check_model(cfg, options)
     _check_disk_space(out, estimate_output_bytes(cfg, source, options, dtype))
@@ -201,6 +204,7 @@ def _is_running(pid: int) -> bool:
 
 def _move_into_place(staging: Path, out: Path, force: bool) -> None:
     (staging / ".pid").unlink()
+    _open_permissions(staging)
     if out.exists() and force:
         # Move the old folder aside first: OUT is never half old, half new.
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
@@ -209,6 +213,16 @@ def _move_into_place(staging: Path, out: Path, force: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(out)
+
+
+def _open_permissions(folder: Path) -> None:
+    """mkdtemp makes the folder private (0700) and safetensors writes 0600 files; the result should
+    be as readable as any folder the user creates (e.g. by a server running as another user)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def folder_bytes(folder: Path) -> int:

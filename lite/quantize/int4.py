@@ -54,10 +54,15 @@ class Int4Weight:
 
 
 def _group_ranges(groups: torch.Tensor, scale_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    # groups: [..., group_size] -> scales, zeros: [...]. Min-max asymmetric, as AutoAWQ does; the
-    # scale is rounded to its storage dtype first so that q is the best choice for the stored scale.
-    w_max, w_min = groups.amax(-1), groups.amin(-1)
-    scales = ((w_max - w_min).clamp(min=1e-5) / INT4_LEVELS).to(scale_dtype).float()
+    # groups: [..., group_size] -> scales, zeros: [...]. Min-max asymmetric over a range stretched
+    # to include 0 (as GPTQ does; AutoAWQ does not), so that the integer zero point always lies in
+    # 0..15 and a one-signed group is not clamped. The scale is rounded up to its storage dtype
+    # first, so that q is the best choice for the stored scale and 15 steps still span the range.
+    w_max, w_min = groups.amax(-1).clamp(min=0), groups.amin(-1).clamp(max=0)
+    exact = (w_max - w_min).clamp(min=1e-5) / INT4_LEVELS
+    stored = exact.to(scale_dtype)
+    rounded_up = torch.nextafter(stored, torch.full_like(stored, float("inf")))
+    scales = torch.where(stored.float() < exact, rounded_up, stored).float()
     zeros = (-torch.round(w_min / scales)).clamp_(0, INT4_LEVELS)
     return scales, zeros
 

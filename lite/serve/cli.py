@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 from lite.cli import add_model_args, engine_from_args, parse_size
@@ -53,6 +55,9 @@ def add_serve_parser(sub) -> None:
                              "aborted (default: 30)")
     server.add_argument("--max-request-body", type=parse_size, default=4 << 20, metavar="SIZE",
                         help="largest request body; larger ones get 413 (default: 4MiB)")
+    server.add_argument("--print-examples", action="store_true",
+                        help="once the server is ready, print a curl command and a Python snippet "
+                             "that call it, ready to paste into another terminal")
     server.add_argument("--uvicorn-log-level", default="warning",
                         choices=["critical", "error", "warning", "info", "debug", "trace"],
                         help="uvicorn's own log level; 'info' adds an access log line per request "
@@ -91,10 +96,46 @@ def cmd_serve(args) -> int:
     # (exit status 143/130). With these handlers that second delivery is a no-op and we exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    logger.info("serving %s at http://%s:%d/v1 (API docs at /docs, metrics at /metrics)%s",
-                " / ".join(config.served_model_names), args.host, args.port,
-                "; API keys required" if config.api_keys else "")
+    logger.info("serving %s on the %s backend at http://%s:%d/v1 (API docs at /docs, metrics at "
+                "/metrics)%s", " / ".join(config.served_model_names), engine.engine.backend.name,
+                args.host, args.port, "; API keys required" if config.api_keys else "")
+    if args.print_examples:
+        threading.Thread(target=_print_examples_when_ready, daemon=True,
+                         args=(server, args, config.served_model_names[0], bool(config.api_keys))).start()
     server.run()
     logger.info("server stopped")
     return 0
+
+
+EXAMPLES = """
+lite serve is ready. From another terminal:
+
+curl {url}/v1/chat/completions -H 'Content-Type: application/json'{auth_header} \\
+  -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}'
+
+python - <<'EOF'   # needs `pip install openai`; the .venv of `make demo` has it
+import os
+from openai import OpenAI
+client = OpenAI(base_url="{url}/v1", api_key={api_key})
+stream = client.chat.completions.create(model="{model}", stream=True,
+    messages=[{{"role": "user", "content": "Write a haiku about the sea."}}])
+for chunk in stream:
+    print(chunk.choices[0].delta.content or "", end="", flush=True)
+print()
+EOF
+
+Ctrl-C (or SIGTERM) stops the server once the requests in flight are done.
+"""
+
+
+def _print_examples_when_ready(server, args, model: str, needs_key: bool) -> None:
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.1)
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(EXAMPLES.format(
+        url=f"http://{host}:{args.port}", model=model,
+        auth_header=' -H "Authorization: Bearer $LITE_API_KEY"' if needs_key else "",
+        api_key='os.environ["LITE_API_KEY"]' if needs_key else '"unused"'), flush=True)
 

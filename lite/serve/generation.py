@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import Request
 
@@ -40,11 +40,11 @@ class ChoiceSpec:
 class GenerationPlan:
     request_id: str
     choices: list[ChoiceSpec]
-    arrival: float = field(default_factory=time.perf_counter)
+    arrival: float  # time.perf_counter() when the request came in: latencies count from here
 
     @classmethod
-    def new(cls, prefix: str, choices: list[ChoiceSpec]) -> GenerationPlan:
-        return cls(f"{prefix}-{uuid.uuid4().hex}", choices)
+    def new(cls, prefix: str, choices: list[ChoiceSpec], arrival: float) -> GenerationPlan:
+        return cls(f"{prefix}-{uuid.uuid4().hex}", choices, arrival)
 
 
 async def stream_choices(state: ServerState, plan: GenerationPlan

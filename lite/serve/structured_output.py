@@ -37,11 +37,12 @@ class GrammarProcessor:
         self.num_consumed = 0
 
     def __call__(self, output_token_ids: list[int], logits: torch.Tensor) -> None:
+        was_error = self.matcher.is_error()
         for token_id in output_token_ids[self.num_consumed:]:
             self.matcher.consume_token(token_id)
         self.num_consumed = len(output_token_ids)
-        if self.matcher.is_error():
-            # Only EOS is allowed from an error state (as from a finished grammar), so the answer ends.
+        if self.matcher.is_error() and not was_error:
+            # From an error state only EOS is allowed (as after a complete grammar): the answer ends.
             logger.warning("grammar matcher error: %s", self.matcher.get_error()[:200])
         bits = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
         allowed = np.unpackbits(bits, bitorder="little")[:self.vocab_size].astype(bool)
@@ -67,13 +68,13 @@ class GrammarCompiler:
                     self._hf_tokenizer, n_vocab=self.vocab_size, eos_token=self._eos_token_ids)
             return self._llg_tokenizer
 
-    def processors(self, grammar: str, count: int) -> list[GrammarProcessor]:
-        """`count` independent processors for one grammar (n choices each need their own state)."""
+    def processors(self, grammar: str, count: int, param: str) -> list[GrammarProcessor]:
+        """`count` independent processors for one grammar (n choices each need their own state);
+        `param` names the request field the grammar came from, for the error message."""
         tokenizer = self._tokenizer()
         problem = _validate(grammar, tokenizer)
         if problem:
-            raise APIError(400, f"cannot build a grammar from the request: {problem}",
-                           param="response_format")
+            raise APIError(400, f"the JSON schema in {param} is not usable: {problem}", param=param)
         return [GrammarProcessor(llguidance.LLMatcher(tokenizer, grammar), self.vocab_size)
                 for _ in range(count)]
 

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 from lite.backends import reference
 from lite.backends.base import Availability, Backend, KVCacheSpec
-from lite.backends.cpu import int4_linear
+from lite.backends.cpu import quantized_linear
 from lite.backends.cpu.attention import CPUAttention
-from lite.backends.cpu.kernels import paged_decode_kernel
+from lite.backends.cpu.kernels import cpu_kernels
 from lite.backends.cpu.kv_quant import QuantizedKVCache
 from lite.backends.registry import register
 
@@ -42,13 +42,29 @@ def available_memory_bytes() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _fused_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def _torch_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return F.rms_norm(x, weight.shape, weight, eps)
 
 
-def _fused_add_rms_norm(x, residual, weight, eps):
+def _torch_add_rms_norm(x, residual, weight, eps):
     residual = x + residual
     return F.rms_norm(residual, weight.shape, weight, eps), residual
+
+
+def _float32_or(kernel, fallback):
+    """The C++ kernel for float32 tensors, the PyTorch version for any other dtype."""
+    def op(x, *args):
+        return kernel(x, *args) if x.dtype == torch.float32 else fallback(x, *args)
+    return op
+
+
+def _fused_ops() -> dict:
+    kernels = cpu_kernels()
+    if kernels is None:
+        return {"rms_norm": _torch_rms_norm, "add_rms_norm": _torch_add_rms_norm}
+    return {"rms_norm": _float32_or(kernels.rms_norm, _torch_rms_norm),
+            "add_rms_norm": _float32_or(lambda *a: tuple(kernels.add_rms_norm(*a)), _torch_add_rms_norm),
+            "silu_and_mul": _float32_or(kernels.silu_and_mul, reference.silu_and_mul)}
 
 
 def _rotary_in_place(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
@@ -71,12 +87,12 @@ class CPUBackend(Backend):
         return Availability(True, f"PyTorch CPU kernels, {torch.get_num_threads()} threads", (device,))
 
     def op_overrides(self):
-        return {"rms_norm": _fused_rms_norm, "add_rms_norm": _fused_add_rms_norm,
-                "rotary": _rotary_in_place, "prepare_w4a16": int4_linear.prepare_w4a16,
-                "linear_w4a16": int4_linear.linear_w4a16}
+        return {**_fused_ops(), "rotary": _rotary_in_place,
+                "prepare_w4a16": quantized_linear.prepare_w4a16, "linear_w4a16": quantized_linear.linear_w4a16,
+                "prepare_w8a16": quantized_linear.prepare_w8a16, "linear_w8a16": quantized_linear.linear_w8a16}
 
     def attention(self) -> CPUAttention:
-        return CPUAttention(paged_decode_kernel())
+        return CPUAttention(cpu_kernels())
 
     def available_kv_memory(self, fraction: float) -> int:
         return min(int(available_memory_bytes() * fraction * 0.5), CPU_KV_CAP_BYTES)

@@ -6,24 +6,39 @@ says why once.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import platform
 from pathlib import Path
 
 logger = logging.getLogger("lite.backends")
 
-_SOURCE = Path(__file__).parent / "csrc" / "paged_decode.cpp"
+_SOURCE = Path(__file__).parent / "csrc" / "kernels.cpp"
+
+
+def _cpu_signature() -> str:
+    """Short digest of the CPU's instruction-set flags: the build uses -march=native, so a cache
+    shared between different machines (a home folder on NFS) must not hand one's build to another."""
+    flags = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags += next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return hashlib.sha256(flags.encode()).hexdigest()[:12]
 
 
 @functools.cache
-def paged_decode_kernel():
-    """The compiled module with `paged_decode(q, k_cache, v_cache, block_tables, context_lens,
-    scale)`, or None when it cannot be built here."""
+def cpu_kernels():
+    """The compiled module (paged_decode, rms_norm, add_rms_norm, silu_and_mul; float32), or None
+    when it cannot be built here."""
+    logger.info("loading the CPU backend's C++ kernels (compiled on first use, about a minute, then cached)")
     try:
         from torch.utils.cpp_extension import load
-        module = load(name="lite_cpu_paged_decode", sources=[str(_SOURCE)],
+        module = load(name=f"lite_cpu_kernels_{_cpu_signature()}", sources=[str(_SOURCE)],
                       extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], verbose=False)
     except Exception as exc:  # no compiler, no ninja, unsupported flags: the torch path still works
-        logger.warning("CPU paged-decode kernel unavailable (%s); decode attention gathers K/V "
-                       "with PyTorch ops instead", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        logger.warning("CPU C++ kernels unavailable (%s); using PyTorch ops only",
+                       str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return None
     return module

@@ -16,49 +16,36 @@ from lite.backends.base import KVCacheSpec
 
 @dataclass
 class QuantizedKVCache:
-    """One layer's cache. k, v: [blocks, block_size, kv_heads, head_dim * bits / 8] uint8;
-    k_scale, k_zero, v_scale, v_zero: [blocks, block_size, kv_heads] float32."""
+    """One layer's cache, K and V side by side so that each step stores and reads both in one op.
+    values: [2 (K, V), blocks, block_size, kv_heads, head_dim * bits / 8] uint8;
+    scales: [2, blocks, block_size, kv_heads, 2 (scale, zero)] float32, per token and head."""
     bits: int
-    k: torch.Tensor
-    v: torch.Tensor
-    k_scale: torch.Tensor
-    k_zero: torch.Tensor
-    v_scale: torch.Tensor
-    v_zero: torch.Tensor
+    values: torch.Tensor
+    scales: torch.Tensor
 
     @classmethod
     def allocate(cls, spec: KVCacheSpec) -> "QuantizedKVCache":
-        rows = (spec.num_blocks, spec.block_size, spec.num_kv_heads)
-        packed = (*rows, spec.head_dim * spec.kv_bits // 8)
+        rows = (2, spec.num_blocks, spec.block_size, spec.num_kv_heads)
         # Zero-filled like the float cache: padded reads of never-written slots stay finite.
-        return cls(spec.kv_bits, torch.zeros(packed, dtype=torch.uint8), torch.zeros(packed, dtype=torch.uint8),
-                   *(torch.zeros(rows, dtype=torch.float32) for _ in range(4)))
+        return cls(spec.kv_bits, torch.zeros(*rows, spec.head_dim * spec.kv_bits // 8, dtype=torch.uint8),
+                   torch.zeros(*rows, 2, dtype=torch.float32))
 
     @property
     def block_size(self) -> int:
-        return self.k.shape[1]
-
-    @property
-    def num_kv_heads(self) -> int:
-        return self.k.shape[2]
+        return self.values.shape[2]
 
     def store(self, slot_mapping: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """k, v: [tokens, kv_heads, head_dim] written to flat slots block * block_size + offset."""
-        for new, q_cache, scale_cache, zero_cache in ((k, self.k, self.k_scale, self.k_zero),
-                                                      (v, self.v, self.v_scale, self.v_zero)):
-            q, scale, zero = reference.quantize_kv(new, self.bits)
-            q_cache.view(-1, *q_cache.shape[2:]).index_copy_(0, slot_mapping, q)
-            scale_cache.view(-1, self.num_kv_heads).index_copy_(0, slot_mapping, scale)
-            zero_cache.view(-1, self.num_kv_heads).index_copy_(0, slot_mapping, zero)
+        q, scale, zero = reference.quantize_kv(torch.stack((k, v)), self.bits)  # [2, tokens, kv_heads, ...]
+        self.values.view(2, -1, *self.values.shape[3:]).index_copy_(1, slot_mapping, q)
+        self.scales.view(2, -1, *self.scales.shape[3:]).index_copy_(1, slot_mapping, torch.stack((scale, zero), -1))
 
     def gather(self, blocks: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dequantized K and V of `blocks` (any shape of block ids):
-        [*blocks.shape, block_size, kv_heads, head_dim] each."""
-        keys = reference.dequantize_kv(self.k[blocks], self.k_scale[blocks], self.k_zero[blocks],
-                                       self.bits, dtype)
-        values = reference.dequantize_kv(self.v[blocks], self.v_scale[blocks], self.v_zero[blocks],
-                                         self.bits, dtype)
-        return keys, values
+        """Dequantized K and V of `blocks` (a 1-D tensor of block ids), each contiguous:
+        [len(blocks), block_size, kv_heads, head_dim]."""
+        scales = self.scales[:, blocks]
+        kv = reference.dequantize_kv(self.values[:, blocks], scales[..., 0], scales[..., 1], self.bits, dtype)
+        return kv[0], kv[1]
 
     def dequantized_view(self, k: torch.Tensor, v: torch.Tensor, metadata):
         """Store this step's K/V quantized, then return ((k_cache, v_cache), metadata) for a float

@@ -1,7 +1,7 @@
-"""W4A16 linears: int4 weights (AWQ/GPTQ checkpoints), 16/32-bit activations.
+"""The layers of a W4A16 model (int4 AWQ/GPTQ checkpoints): int4 linears and an int8 output head.
 
-Models are written with `Linear` only; `swap_in_w4a16_linears` replaces the quantized ones after
-the model is built (a transform, like gpt-fast's), so no model file knows about quantization.
+Models are written with `Linear` only; the `swap_in_*` transforms replace linears after the model
+is built (like gpt-fast's), so no model file knows about quantization.
 """
 from __future__ import annotations
 
@@ -64,3 +64,24 @@ def swap_in_w4a16_linears(model: nn.Module, module_names: set[str]) -> None:
         if not isinstance(linear, Linear):
             raise ValueError(f"{name} is quantized in the checkpoint but is not a linear layer in lite's model")
         setattr(parent, leaf, W4A16Linear.from_linear(linear))
+
+
+class W8A16Linear(nn.Module):
+    """A float linear turned int8 per output channel at load: a W4A16 model's output head, which
+    AWQ leaves unquantized (as llama.cpp's 4-bit files keep theirs in 8 bits)."""
+
+    def __init__(self, linear: Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.ops.prepare_w8a16(linear.weight.detach())
+        self.bias = linear.bias
+        self.ops = linear.ops
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.linear_w8a16(x, self.weight, self.bias)
+
+
+def swap_in_int8_head(model: nn.Module) -> None:
+    """After loading: the output head (`lm_head`, tied to the embeddings or not) becomes int8; a tied
+    embedding keeps its float rows for the token lookup."""
+    model.lm_head = W8A16Linear(model.lm_head)

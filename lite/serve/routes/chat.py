@@ -26,8 +26,9 @@ ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 401, 404
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=ERROR_RESPONSES)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request,
                                  state: ServerState = Depends(get_state)):
+    arrival = time.perf_counter()
     state.check_model(body.model)
-    plan, parses_tools = await _plan(state, body)
+    plan, parses_tools = await _plan(state, body, arrival)
     admission = state.gate.acquire(len(plan.choices))
     if body.stream:
         return EventStream(_chat_events(state, body, plan, parses_tools), admission.release)
@@ -38,20 +39,24 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request,
     return _chat_response(state, body, plan, finals, parses_tools)
 
 
-async def _plan(state: ServerState, body: ChatCompletionRequest) -> tuple[GenerationPlan, bool]:
+async def _plan(state: ServerState, body: ChatCompletionRequest, arrival: float
+                ) -> tuple[GenerationPlan, bool]:
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs")
     tool_choice = body.tool_choice or ("auto" if body.tools else "none")
     if tool_choice != "none" and not body.tools:
         raise APIError(400, "tool_choice needs tools", param="tool_choice")
     parses_tools = tool_choice != "none"
-    grammar = tool_call_grammar(body.tools, tool_choice) if parses_tools else None
+    tool_grammar = tool_call_grammar(body.tools, tool_choice) if parses_tools else None
     format_grammar = response_format_grammar(body.response_format)
-    if grammar and format_grammar:
+    if tool_grammar and format_grammar:
         raise APIError(400, "a forced tool_choice and a JSON response_format cannot both constrain "
                             "the answer; drop one", param="response_format")
-    grammar = grammar or format_grammar
-    prompt_ids = render_chat_prompt(state.tokenizer, body.messages, body.tools if parses_tools else None)
+    grammar = tool_grammar or format_grammar
+    grammar_source = "tools" if tool_grammar else "response_format"
+    # Templating and tokenizing a long conversation takes a while: off the event loop.
+    prompt_ids = await asyncio.to_thread(render_chat_prompt, state.tokenizer, body.messages,
+                                         body.tools if parses_tools else None)
     check_prompt_length(len(prompt_ids), state.max_model_len)
     max_tokens = resolve_max_tokens(body.max_completion_tokens or body.max_tokens, len(prompt_ids),
                                     state.max_model_len)
@@ -59,9 +64,9 @@ async def _plan(state: ServerState, body: ChatCompletionRequest) -> tuple[Genera
     params = choice_params(body, max_tokens=max_tokens, logprobs=logprobs, vocab_size=state.vocab_size)
     processors = [None] * body.n
     if grammar:  # compiling may take a while for a large schema: keep the event loop free
-        processors = await asyncio.to_thread(state.grammars.processors, grammar, body.n)
+        processors = await asyncio.to_thread(state.grammars.processors, grammar, body.n, grammar_source)
     choices = [ChoiceSpec(i, prompt_ids, p, proc) for i, (p, proc) in enumerate(zip(params, processors))]
-    return GenerationPlan.new("chatcmpl", choices), parses_tools
+    return GenerationPlan.new("chatcmpl", choices, arrival), parses_tools
 
 
 def _finish_reason(output: RequestOutput, num_calls: int) -> str:

@@ -1,6 +1,7 @@
 """POST /v1/completions: text in, text out; one or several prompts, n choices each."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -22,8 +23,9 @@ ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 401, 404
 @router.post("/v1/completions", response_model=CompletionResponse, responses=ERROR_RESPONSES)
 async def create_completion(body: CompletionRequest, request: Request,
                             state: ServerState = Depends(get_state)):
+    arrival = time.perf_counter()
     state.check_model(body.model)
-    plan, prompt_texts = _plan(state, body)
+    plan, prompt_texts = await _plan(state, body, arrival)
     admission = state.gate.acquire(len(plan.choices))
     if body.stream:
         return EventStream(_completion_events(state, body, plan, prompt_texts), admission.release)
@@ -49,14 +51,15 @@ def _prompt_token_ids(state: ServerState, body: CompletionRequest) -> list[list[
     return [list(ids) for ids in token_lists]
 
 
-def _plan(state: ServerState, body: CompletionRequest) -> tuple[GenerationPlan, list[str]]:
+async def _plan(state: ServerState, body: CompletionRequest, arrival: float
+                ) -> tuple[GenerationPlan, list[str]]:
     if body.suffix:
         raise APIError(400, "suffix (fill-in-the-middle) is not supported", param="suffix")
     if body.best_of not in (None, body.n):
         raise APIError(400, "best_of other than n is not supported", param="best_of")
     if body.echo and body.logprobs is not None:
         raise APIError(400, "echo with logprobs (prompt logprobs) is not supported", param="echo")
-    prompts = _prompt_token_ids(state, body)
+    prompts = await asyncio.to_thread(_prompt_token_ids, state, body)  # long texts: off the event loop
     choices = []
     for token_ids in prompts:
         check_prompt_length(len(token_ids), state.max_model_len)
@@ -67,7 +70,7 @@ def _plan(state: ServerState, body: CompletionRequest) -> tuple[GenerationPlan, 
         for p in params:
             choices.append(ChoiceSpec(len(choices), token_ids, p))
     echoes = [state.tokenizer.decode(c.prompt_token_ids) if body.echo else "" for c in choices]
-    return GenerationPlan.new("cmpl", choices), echoes
+    return GenerationPlan.new("cmpl", choices, arrival), echoes
 
 
 def _choice(state: ServerState, body: CompletionRequest, plan: GenerationPlan, index: int,

@@ -1,4 +1,4 @@
-"""W4A16 linears on the CPU: PyTorch's int4 weight-only matmul (the x86 "tinygemm" kernel).
+"""W4A16 (and W8A16) linears on the CPU: PyTorch's int4/int8 weight-only matmuls.
 
 Decoding reads every weight once per token, so a quarter of the bytes of bfloat16 (an eighth of
 float32) is the speed-up; the kernel unpacks 4-bit weights in registers. It is vectorized (AVX512 /
@@ -13,11 +13,13 @@ import torch
 
 from lite.backends import reference
 from lite.quantize.int4 import Int4Weight
+from lite.quantize.int8 import Int8Weight
 
 KERNEL_GROUP_SIZES = (32, 64, 128, 256)
 KERNEL_ROW_MULTIPLE = 16  # output features must be a multiple of this for the packing op
 # Only the CPU packing ignores innerKTiles; the CUDA variant of the op wants 2, 4 or 8.
 INNER_K_TILES = 2
+INT8_KERNEL_ROWS = 16
 
 
 @dataclass
@@ -58,3 +60,19 @@ def linear_w4a16(x: torch.Tensor, weight: CPUInt4Weight | Int4Weight,
     if bias is not None:
         out += bias
     return out.view(*x.shape[:-1], weight.out_features)
+
+
+def prepare_w8a16(weight: torch.Tensor) -> Int8Weight:
+    int8 = reference.prepare_w8a16(weight)
+    return Int8Weight(int8.qweight, int8.scales.to(torch.bfloat16))
+
+
+def linear_w8a16(x: torch.Tensor, weight: Int8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """PyTorch's int8 weight-only matmul, vectorized for bfloat16 activations like the int4 one.
+    Past ~16 rows at a time it slows sharply, so longer inputs go through in chunks."""
+    rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+    out = torch.cat([torch.ops.aten._weight_int8pack_mm(chunk.contiguous(), weight.qweight, weight.scales)
+                     for chunk in rows.split(INT8_KERNEL_ROWS)]).to(x.dtype)
+    if bias is not None:
+        out += bias
+    return out.view(*x.shape[:-1], -1)

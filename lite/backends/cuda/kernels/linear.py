@@ -1,0 +1,166 @@
+"""W4A16 linears: int4 weights in the AutoAWQ groups lite converts to, 16-bit activations.
+
+Decode reads every weight once per step, so at batch 1 what matters is streaming the packed
+int4 bytes at full bandwidth: a GEMV that multiplies the raw nibbles with the activations and
+applies each group's scale and zero once, to the group's sum. A few rows (batched decode) go
+through a skinny GEMM that dequantizes tiles in registers for tl.dot; prefill-sized batches
+dequantize the weight once per call and use cuBLAS, where the matmul, not the read, sets the pace.
+16-bit linears stay on cuBLAS, which reads large bf16 weights at ~94% of the copy rate on
+Hopper (benchmarks/NOTES.md): a Triton GEMV measured slower there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from lite.quantize.int4 import Int4Weight
+
+
+@dataclass
+class CUDAInt4Weight:
+    packed: torch.Tensor  # [out, in / 2] uint8: input column 2j in the low nibble of byte j, 2j + 1 high
+    scales: torch.Tensor  # [out, in / group_size], the checkpoint's float dtype
+    zeros: torch.Tensor  # [out, in / group_size] uint8: w = (q - zero) * scale
+    group_size: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.packed.shape[0], self.packed.shape[1] * 2
+
+
+@triton.jit
+def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, N, K,
+                      GROUP: tl.constexpr, GROUPS_PER_TILE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      BLOCK_N: tl.constexpr):
+    # out[N] = W[N, K] @ x[K]. Grid: (cdiv(N, BLOCK_N),); a program streams BLOCK_N whole rows,
+    # GROUPS_PER_TILE groups at a time as a [BLOCK_N, GROUPS_PER_TILE, GROUP / 2] byte tile.
+    # sum_k (q_k - z) s x_k = s (sum_k q_k x_k - z sum_k x_k): scale and zero once per group.
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_mask = rows < N
+    g = tl.arange(0, GROUPS_PER_TILE)
+    half = tl.arange(0, GROUP // 2)
+    num_groups = K // GROUP
+    acc = tl.zeros((BLOCK_N,), tl.float32)
+    for g0 in range(0, num_groups, GROUPS_PER_TILE):
+        groups = g0 + g  # [G]
+        group_mask = groups < num_groups
+        cols = groups[:, None] * (GROUP // 2) + half[None, :]  # [G, GROUP / 2] byte index in a row
+        packed = tl.load(w_ptr + rows[:, None, None] * (K // 2) + cols[None, :, :],
+                         mask=row_mask[:, None, None] & group_mask[None, :, None], other=0)
+        x_even = tl.load(x_ptr + 2 * cols, mask=group_mask[:, None], other=0.0).to(tl.float32)
+        x_odd = tl.load(x_ptr + 2 * cols + 1, mask=group_mask[:, None], other=0.0).to(tl.float32)
+        dots = tl.sum((packed & 0xF).to(tl.float32) * x_even[None, :, :]
+                      + (packed >> 4).to(tl.float32) * x_odd[None, :, :], axis=2)  # [BLOCK_N, G]
+        x_sums = tl.sum(x_even + x_odd, axis=1)  # [G]
+        meta = rows[:, None] * num_groups + groups[None, :]
+        meta_mask = row_mask[:, None] & group_mask[None, :]
+        scale = tl.load(scales_ptr + meta, mask=meta_mask, other=0.0).to(tl.float32)
+        zero = tl.load(zeros_ptr + meta, mask=meta_mask, other=0).to(tl.float32)
+        acc += tl.sum(scale * (dots - zero * x_sums[None, :]), axis=1)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=row_mask)
+
+
+@triton.jit
+def _int4_skinny_gemm_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, M, N, K, x_stride,
+                             GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
+                             BLOCK_K: tl.constexpr):
+    # out[M, N] = x[M, K] @ W[N, K]^T for M <= 16, x rows past M zero padding for tl.dot.
+    # The even and odd input columns meet the low and high nibbles in two dots of K / 2, so the
+    # nibbles are never interleaved back in registers. BLOCK_K divides GROUP.
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, 16)
+    row_mask = rows < N
+    half = tl.arange(0, BLOCK_K // 2)
+    acc = tl.zeros((16, BLOCK_N), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 // 2 + half
+        packed = tl.load(w_ptr + rows[:, None] * (K // 2) + cols[None, :], mask=row_mask[:, None], other=0)
+        scale = tl.load(scales_ptr + rows * (K // GROUP) + k0 // GROUP, mask=row_mask, other=0.0).to(tl.float32)
+        zero = tl.load(zeros_ptr + rows * (K // GROUP) + k0 // GROUP, mask=row_mask, other=0).to(tl.float32)
+        x_even = tl.load(x_ptr + m[:, None] * x_stride + 2 * cols[None, :], mask=m[:, None] < M, other=0.0)
+        x_odd = tl.load(x_ptr + m[:, None] * x_stride + 2 * cols[None, :] + 1, mask=m[:, None] < M, other=0.0)
+        low = ((packed & 0xF).to(tl.float32) - zero[:, None]) * scale[:, None]
+        high = ((packed >> 4).to(tl.float32) - zero[:, None]) * scale[:, None]
+        acc += tl.dot(x_even, tl.trans(low.to(x_even.dtype)))
+        acc += tl.dot(x_odd, tl.trans(high.to(x_odd.dtype)))
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)[None, :]
+    tl.store(out_ptr + m[:, None] * N + rows[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=(m[:, None] < M) & row_mask[None, :])
+
+
+@triton.jit
+def _dequantize_int4_kernel(w_ptr, scales_ptr, zeros_ptr, out_ptr, K, GROUP: tl.constexpr, BLOCK_K: tl.constexpr):
+    # Grid: (N, cdiv(K, BLOCK_K)). out: [N, K] in the activation dtype.
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = cols < K
+    packed = tl.load(w_ptr + row * (K // 2) + cols // 2, mask=mask, other=0)
+    q = (packed >> ((cols % 2) * 4).to(tl.uint8)) & 0xF
+    scale = tl.load(scales_ptr + row * (K // GROUP) + cols // GROUP, mask=mask, other=0.0).to(tl.float32)
+    zero = tl.load(zeros_ptr + row * (K // GROUP) + cols // GROUP, mask=mask, other=0).to(tl.float32)
+    tl.store(out_ptr + row * K + cols, ((q.to(tl.float32) - zero) * scale).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+SKINNY_MAX_ROWS = 16  # up to here one padded tl.dot tile; beyond, dequantize + cuBLAS
+# Tile choices tried on an H200 with benchmarks/profile_decode.py --sweep; no configuration was
+# reliably better than these (benchmarks/NOTES.md).
+GEMV_CONFIG = dict(block_n=16, groups_per_tile=4, num_warps=4, num_stages=3)
+SKINNY_CONFIG = dict(block_n=32, block_k=128, num_warps=4, num_stages=3)
+
+
+def int4_gemv(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None = None, block_n: int = 16,
+              groups_per_tile: int = 4, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
+    """One row: x [K] (any leading shape of one element) -> [..., N]."""
+    n, k = weight.shape
+    row = x.reshape(k).contiguous()
+    out = torch.empty(n, dtype=x.dtype, device=x.device)
+    _int4_gemv_kernel[(triton.cdiv(n, block_n),)](
+        row, weight.packed, weight.scales, weight.zeros, bias if bias is not None else weight.scales, out, n, k,
+        GROUP=weight.group_size, GROUPS_PER_TILE=groups_per_tile, HAS_BIAS=bias is not None, BLOCK_N=block_n,
+        num_warps=num_warps, num_stages=num_stages)
+    return out.view(*x.shape[:-1], n)
+
+
+def int4_skinny_gemm(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None = None,
+                     block_n: int = 32, block_k: int = 128, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
+    """x: [..., K] with at most SKINNY_MAX_ROWS rows -> [..., N]."""
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    n, k = weight.shape
+    out = torch.empty((rows.shape[0], n), dtype=x.dtype, device=x.device)
+    _int4_skinny_gemm_kernel[(triton.cdiv(n, block_n),)](
+        rows, weight.packed, weight.scales, weight.zeros, bias if bias is not None else weight.scales, out,
+        rows.shape[0], n, k, rows.stride(0), GROUP=weight.group_size, HAS_BIAS=bias is not None,
+        BLOCK_N=block_n, BLOCK_K=min(block_k, weight.group_size), num_warps=num_warps, num_stages=num_stages)
+    return out.view(*x.shape[:-1], n)
+
+
+def dequantize_int4(weight: CUDAInt4Weight, dtype: torch.dtype) -> torch.Tensor:
+    n, k = weight.shape
+    out = torch.empty((n, k), dtype=dtype, device=weight.packed.device)
+    _dequantize_int4_kernel[(n, triton.cdiv(k, 1024))](weight.packed, weight.scales, weight.zeros, out, k,
+                                                       GROUP=weight.group_size, BLOCK_K=1024, num_warps=4)
+    return out
+
+
+def prepare_w4a16(weight: Int4Weight, device: torch.device) -> CUDAInt4Weight:
+    q = weight.qweight.to(device)
+    return CUDAInt4Weight((q[:, 0::2] | (q[:, 1::2] << 4)).contiguous(), weight.scales.to(device).contiguous(),
+                          weight.zeros.to(device).contiguous(), weight.group_size)
+
+
+def linear_w4a16(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    rows = x.numel() // x.shape[-1]
+    if rows == 1:
+        return int4_gemv(x, weight, bias, **GEMV_CONFIG)
+    if rows <= SKINNY_MAX_ROWS and x.dtype != torch.float32:  # tl.dot would round float32 to tf32
+        return int4_skinny_gemm(x, weight, bias, **SKINNY_CONFIG)
+    return F.linear(x, dequantize_int4(weight, x.dtype), bias)

@@ -1,0 +1,36 @@
+"""The W4A16 linear paths (GEMV, skinny GEMM, dequantize + matmul) against the reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from .gpu_helpers import assert_close, poison_allocator, skip_bf16_dot_in_interpreter  # noqa: E402
+from lite.backends import reference  # noqa: E402
+from lite.backends.cuda.kernels import linear  # noqa: E402
+from lite.quantize.int4 import quantize_int4  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("rows", [1, 5, 16, 40])  # 1: GEMV; up to 16: skinny GEMM; 40: dequantize + matmul
+@pytest.mark.parametrize("group_size,in_features", [(128, 1024), (64, 640), (128, 640)])
+def test_w4a16_linear_matches_reference(device, dtype, rows, group_size, in_features):
+    if 1 < rows <= linear.SKINNY_MAX_ROWS:
+        skip_bf16_dot_in_interpreter(dtype)
+    out_features = 4096 + 48  # not a multiple of the row tiles
+    int4 = quantize_int4(torch.randn(out_features, in_features), group_size)
+    x = torch.randn(rows, in_features, device=device).to(dtype)
+    bias = torch.randn(out_features, device=device).to(dtype)
+    prepared = linear.prepare_w4a16(int4, device)
+    poison_allocator(device, rows * out_features * 4)
+    out = linear.linear_w4a16(x, prepared, bias)
+    # The reference dequantizes on every call; in float32 here, so only our rounding counts.
+    want = reference.linear_w4a16(x.float().cpu(), int4, bias.float().cpu())
+    assert_close(out.cpu(), want, dtype, scale=100 if dtype == torch.float32 else 1)
+
+
+def test_int4_dequantization_is_exact(device):
+    int4 = quantize_int4(torch.randn(300, 512), 128)
+    prepared = linear.prepare_w4a16(int4, device)
+    assert torch.equal(linear.dequantize_int4(prepared, torch.float32).cpu(), int4.dequantize(torch.float32))
