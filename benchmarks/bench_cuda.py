@@ -34,6 +34,7 @@ from lite.engine.layers.norm import RMSNorm  # noqa: E402
 from lite.engine.layers.w4a16_linear import W4A16Linear  # noqa: E402
 from lite.engine.sequence import SamplingParams  # noqa: E402
 from lite.quantize.awq_format import awq_quantization_config  # noqa: E402
+from lite.bench import _TokenClock  # the same streamer lite bench times transformers with
 
 BATCH_REQUESTS, BATCH_PROMPT, BATCH_NEW = 64, 128, 128
 DECODE_PROMPT, DECODE_NEW = 128, 256
@@ -163,17 +164,6 @@ def _bytes_per_token(engine, kv_bits) -> float:
     spec = KVCacheSpec(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, engine.block_size, 1,
                        torch.bfloat16, kv_bits)
     return engine.backend.kv_bytes_per_block(spec) / engine.block_size
-
-
-class _TokenClock:  # a transformers streamer that notes when each token arrives
-    def __init__(self):
-        self.times: list[float] = []
-
-    def put(self, value) -> None:
-        self.times.append(time.perf_counter())
-
-    def end(self) -> None:
-        pass
 
 
 def hf_side(hf_config: dict) -> dict:
