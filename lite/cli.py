@@ -51,6 +51,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prefix-caching", action="store_true",
                         help="do not reuse the KV cache of shared prompt prefixes")
     parser.add_argument("--chat-template", help="a Jinja chat template file to use instead of the model's")
+    parser.add_argument("--load-format", choices=["auto", "dummy"], default="auto",
+                        help="auto: the checkpoint's weights; dummy: random weights of the model's shapes, "
+                             "for benchmarks when only config.json is at hand (default: auto)")
+    parser.add_argument("--enforce-eager", action="store_true",
+                        help="never replay captured graphs (CUDA graphs), for debugging or to save their memory")
     parser.add_argument("--seed", type=int, default=0, help="seed for requests that set none (default: 0)")
 
 
@@ -73,7 +78,8 @@ def engine_from_args(args):
     from lite.engine.engine import LLMEngine
     from lite.hub import resolve_model
 
-    folder = resolve_model(args.model, revision=args.revision, hub=args.hub)
+    folder = resolve_model(args.model, revision=args.revision, hub=args.hub,
+                           require_weights=args.load_format != "dummy")
     template = Path(args.chat_template).read_text() if args.chat_template else None
     return LLMEngine(EngineConfig(
         model=str(folder), dtype=args.dtype, backend=args.backend, seed=args.seed,
@@ -81,7 +87,8 @@ def engine_from_args(args):
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         kv_cache_memory=args.kv_cache_memory, enable_prefix_caching=not args.no_prefix_caching,
         memory_fraction=getattr(args, "kv_cache_fraction", 0.9),  # only `lite serve` has the flag
-        chat_template=template, kv_cache_dtype=args.kv_cache_dtype))
+        chat_template=template, kv_cache_dtype=args.kv_cache_dtype, load_format=args.load_format,
+        enforce_eager=args.enforce_eager))
 
 
 def sampling_from_args(args):

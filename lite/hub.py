@@ -62,7 +62,9 @@ class ModelSourceError(ValueError):
 
 
 def resolve_model(source: str | None, *, revision: str | None = None, token: str | None = None,
-                  hub: str = "auto", cache_dir: str | None = None) -> Path:
+                  hub: str = "auto", cache_dir: str | None = None, require_weights: bool = True) -> Path:
+    """require_weights=False accepts a local folder with config.json and a tokenizer only, for
+    random weights (load_format="dummy")."""
     if hub not in HUBS:
         raise ModelSourceError(f"unknown hub {hub!r}: choose one of {', '.join(HUBS)}")
     if source is None:
@@ -70,7 +72,7 @@ def resolve_model(source: str | None, *, revision: str | None = None, token: str
         logger.info("No model given: using the embedded default SmolLM2-135M-Instruct from %s", source)
     path = Path(source).expanduser()
     if path.is_dir():
-        validate_model_folder(path)
+        validate_model_folder(path, require_weights)
         return path
     if path.is_file():
         if path.suffix.lower() != ".gguf":
@@ -100,7 +102,7 @@ def bundled_model_path() -> Path:
     return path
 
 
-def validate_model_folder(folder: Path) -> None:
+def validate_model_folder(folder: Path, require_weights: bool = True) -> None:
     folder = Path(folder)
     gguf_hint = " (for a GGUF model, pass the .gguf file itself)" if any(folder.glob("*.gguf")) else ""
     if not (folder / "config.json").is_file():
@@ -115,7 +117,7 @@ def validate_model_folder(folder: Path) -> None:
             raise ModelSourceError(
                 f"{index.name} in {folder} names weight shards that are missing: {', '.join(missing)}; "
                 "the download was probably interrupted, download those files again")
-    if not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
+    if require_weights and not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
         raise ModelSourceError(
             f"{folder} has no weights: expected *.safetensors (or pytorch_model*.bin) files; download "
             f"them from the model's repository{gguf_hint}")

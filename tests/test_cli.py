@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from lite.cli import build_parser, parse_size
+from lite.engine.sequence import SamplingParams
 
 
 def run_lite(*args, timeout=600):
@@ -58,3 +59,29 @@ def test_chat_streams_an_answer_and_exits_on_command():
     assert result.returncode == 0, result.stderr
     answer = result.stdout.split("> ", 1)[1]
     assert answer.strip()
+
+
+def test_dummy_load_format_runs_a_folder_with_only_a_config_and_tokenizer(tmp_path):
+    from lite.cli import engine_from_args
+    from lite.engine.dummy import write_dummy_model
+
+    folder = write_dummy_model(tmp_path / "config-only", dict(
+        architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=256,
+        max_position_embeddings=256, rms_norm_eps=1e-5, torch_dtype="float32"))
+    args = build_parser().parse_args(["generate", str(folder), "--load-format", "dummy", "--enforce-eager",
+                                      "--kv-cache-memory", "16MiB"])
+    engine = engine_from_args(args)
+    assert engine.config.enforce_eager
+    [output] = engine.generate(["<1> <2> <3>"], SamplingParams(max_tokens=4, ignore_eos=True))
+    assert len(output.token_ids) == 4
+
+
+def test_real_load_format_still_demands_weights(tmp_path):
+    from lite.cli import engine_from_args
+    from lite.engine.dummy import write_dummy_model
+    from lite.hub import ModelSourceError
+
+    folder = write_dummy_model(tmp_path / "config-only", {"vocab_size": 16})
+    with pytest.raises(ModelSourceError, match="has no weights"):
+        engine_from_args(build_parser().parse_args(["generate", str(folder)]))
