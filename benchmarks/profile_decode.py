@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from statistics import median
 import tempfile
 import time
 from pathlib import Path
@@ -76,13 +75,11 @@ def random_int4(shape: torch.Size):
         torch.randint(0, 16, (n, k // 128), dtype=torch.uint8, device="cuda"), 128), torch.device("cuda"))
 
 
-def projection_bandwidth(engine: LLMEngine, batch: int, sweep: bool) -> None:
+def projection_bandwidth(engine: LLMEngine, batch: int) -> None:
     """Each projection's read rate at this batch: bf16 through cuBLAS, and int4 weights of the
-    same shape through lite's W4A16 path (with sweep: its best GEMV tiles at batch 1)."""
+    same shape through lite's W4A16 path (benchmarks/int4_gemv_variants.py sweeps its tiles)."""
     from lite.backends.cuda.kernels import linear
 
-    configs = [dict(block_n=n, groups_per_tile=g, num_warps=w, num_stages=st)
-               for n in (8, 16, 32) for g in (1, 2, 4) for w in (2, 4) for st in (1, 3)] if sweep else []
     for name, weights in projection_shapes(engine):
         shape = weights[0].shape
         if not isinstance(weights[0], torch.Tensor):  # the engine's own are int4: bf16 copies to compare
@@ -91,12 +88,6 @@ def projection_bandwidth(engine: LLMEngine, batch: int, sweep: bool) -> None:
         line = f"  {name:13s} bf16 cuBLAS {gb_per_s(lambda w: F.linear(x, w), weights)[0]:5.0f} GB/s"
         int4 = [random_int4(shape) for _ in range(8)]  # 8 copies: several times the L2
         line += f" | int4 {gb_per_s(lambda w: linear.linear_w4a16(x, w), int4)[0]:5.0f} GB/s"
-        if configs and batch == 1:
-            # Median of 3 measurements per configuration: single ones were seen to swing by 2x.
-            rate = {i: median(gb_per_s(lambda w: linear.int4_gemv(x, w, **c), int4)[0] for _ in range(3))
-                    for i, c in enumerate(configs)}
-            best = max(rate, key=rate.get)
-            line += f", best GEMV tiles {rate[best]:5.0f} GB/s {configs[best]}"
         print(line, flush=True)
 
 
@@ -105,7 +96,6 @@ def main() -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--layers", type=int)
-    parser.add_argument("--sweep", action="store_true", help="also try the int4 GEMV's tile configurations")
     parser.add_argument("--w4a16", action="store_true", help="profile the model with int4 (W4A16) decoder linears")
     args = parser.parse_args()
     config = dict(LLAMA3_8B, **({"num_hidden_layers": args.layers} if args.layers else {}))
@@ -149,7 +139,7 @@ def main() -> int:
         for e in kernels[:14]:
             print(f"  {e.device_time_total / 1e3:8.3f} ms  {e.count:5d}x  {e.device_time_total / e.count:8.2f} µs  "
                   f"{e.key[:90]}")
-        projection_bandwidth(engine, batch, args.sweep and batch == 1)
+        projection_bandwidth(engine, batch)
     return 0
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lite.engine.sampler import Sampler, apply_penalties
+from lite.engine.sampler import TOP_CANDIDATES, Sampler, apply_penalties
 from lite.engine.sequence import SamplingParams, Sequence
 
 CHAT = [{"role": "user", "content": "Tell me a story about a dragon."}]
@@ -39,6 +39,27 @@ def test_sampling_follows_the_distribution():
     probs = torch.tensor([0.7, 0.2, 0.1])
     counts = torch.bincount(torch.tensor(draw(probs.log(), SamplingParams(temperature=1.0), 3000)), minlength=3)
     assert torch.allclose(counts / 3000, probs, atol=0.04)
+
+
+def test_a_nucleus_wider_than_the_candidates_is_still_exact():
+    # A flat distribution over more tokens than the sampler's topk candidates: the sorted path.
+    logits = torch.linspace(0.0, 0.5, TOP_CANDIDATES * 4)
+    probs = logits.softmax(-1)
+    sorted_probs, order = probs.sort(descending=True)
+    nucleus = set(order[(sorted_probs.cumsum(0) - sorted_probs) < 0.9].tolist())
+    drawn = draw(logits, SamplingParams(temperature=1.0, top_p=0.9), 300)
+    assert set(drawn) <= nucleus and len(nucleus) > TOP_CANDIDATES and len(set(drawn)) > 250
+
+
+def test_each_row_of_a_mixed_batch_samples_as_it_would_alone():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3000) * 3
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_k=20, seed=1),
+              SamplingParams(temperature=1.0, top_p=0.8, seed=2), SamplingParams(temperature=1.3, min_p=0.01, seed=3)]
+    seqs = [seq_with(p) for p in params]
+    batched = [r.token_id for r in Sampler()(logits.clone(), seqs)]
+    alone = [Sampler()(logits[i:i + 1].clone(), [seqs[i]])[0].token_id for i in range(4)]
+    assert batched == alone and batched[0] == logits[0].argmax()
 
 
 def test_repetition_penalty_lowers_seen_tokens_both_signs():

@@ -1,4 +1,12 @@
-"""Turn last-token logits into next tokens under each request's SamplingParams."""
+"""Turn last-token logits into next tokens under each request's SamplingParams.
+
+The whole batch is sampled at once on the logits' device; only the chosen token ids (and any
+logprobs asked for) cross to the host. Top-k and top-p look at the TOP_CANDIDATES likeliest tokens
+found with topk instead of sorting the vocabulary, and sort only a row whose nucleus is wider than
+that. Draws are exponential races, argmax(p / E), whose noise E is a hash of (request seed, output
+position, token id): a seeded request samples the same tokens whatever else is in the batch, after
+a preemption, and on any device.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from lite.engine.sequence import SamplingParams, Sequence
+
+TOP_CANDIDATES = 1024
+_MASK32 = 0xFFFFFFFF
 
 
 @dataclass
@@ -17,75 +28,138 @@ class SampleResult:
 
 class Sampler:
     def __init__(self, seed: int = 0):
-        # Draws for requests without a seed; seeded requests get their own, see _generator.
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.num_draws = 0  # keys the noise of requests without a seed of their own
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampleResult]:
-        """logits: [len(seqs), vocab] float32 on the model's device, one row per sequence that
-        samples. A plain greedy batch is decided there and only token ids cross to the host."""
+        """logits: [len(seqs), vocab] float32 on the model's device, one row per sequence that samples."""
         params = [s.sampling_params for s in seqs]
         if all(p.is_greedy and not p.has_penalties and p.logprobs is None and not p.logit_bias
                and s.logits_processor is None for p, s in zip(params, seqs)):
             return [SampleResult(token_id) for token_id in logits.argmax(dim=-1).tolist()]
-        logits = logits.cpu()
-        want_logprobs = any(p.logprobs is not None for p in params)
-        # Logprobs report the model's own distribution, before biases and grammar masks.
-        raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
+        # Logprobs report the model's own distribution, before penalties, biases and grammar masks.
+        raw_logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs is not None for p in params) else None
         for i, seq in enumerate(seqs):
+            if seq.sampling_params.has_penalties:
+                apply_penalties(logits[i], seq)
             if seq.sampling_params.logit_bias or seq.logits_processor is not None:
                 adjust_logits(logits[i], seq)
-        if all(p.is_greedy and not p.has_penalties for p in params):
-            token_ids = logits.argmax(dim=-1).tolist()
+        if all(p.is_greedy for p in params):
+            token_ids = logits.argmax(dim=-1)
         else:
-            token_ids = [self._sample_row(logits[i].clone(), seq) for i, seq in enumerate(seqs)]
-        results = []
-        for i, (token_id, p) in enumerate(zip(token_ids, params)):
-            result = SampleResult(token_id)
-            if p.logprobs is not None:
-                row = raw_logprobs[i]
-                result.logprob = row[token_id].item()
-                if p.logprobs:
-                    values, ids = row.topk(p.logprobs)
-                    result.top_logprobs = list(zip(ids.tolist(), values.tolist()))
-            results.append(result)
+            token_ids = sample(logits, params, self._noise_keys(seqs))
+        return _results(token_ids, raw_logprobs, params)
+
+    def _noise_keys(self, seqs: list[Sequence]) -> list[int]:
+        keys = []
+        for row, seq in enumerate(seqs):
+            seed = seq.sampling_params.seed
+            if seed is None:
+                keys.append(_mix(self.seed, self.num_draws, row))
+            else:
+                # Stateless per step: the same seed gives the same tokens whatever else is in the batch,
+                # and a preempted request recomputes to the same draws.
+                keys.append(_mix(seed, seq.num_output_tokens))
+        self.num_draws += 1
+        return keys
+
+
+def sample(logits: torch.Tensor, params: list[SamplingParams], noise_keys: list[int]) -> torch.Tensor:
+    """One token id per row of logits [batch, vocab]; greedy rows take the argmax."""
+    device, vocab = logits.device, logits.shape[-1]
+    temperature = torch.tensor([p.temperature for p in params], device=device)
+    top_k = torch.tensor([p.top_k or vocab for p in params], device=device)
+    top_p = torch.tensor([p.top_p for p in params], device=device)
+    min_p = torch.tensor([p.min_p for p in params], device=device)
+    keys = torch.tensor(noise_keys, device=device).unsqueeze(1)
+    greedy = temperature == 0
+    probs = torch.softmax(logits / torch.where(greedy, 1.0, temperature).unsqueeze(1), dim=-1)
+
+    token_ids = logits.argmax(dim=-1)
+    # Top-k and top-p rows draw among their likeliest tokens, found with topk; a row whose nucleus
+    # is wider than those (a flat distribution) sorts the vocabulary. Rows with neither top-k nor
+    # top-p draw from the whole vocabulary.
+    restricted = (~greedy & ((top_k < vocab) | (top_p < 1.0))).nonzero().squeeze(1)
+    if restricted.numel():
+        num_candidates = min(vocab, max(TOP_CANDIDATES, max(p.top_k for p in params)))
+        top_probs, top_ids = probs[restricted].topk(num_candidates, dim=-1)
+        keep = _kept(top_probs, top_k[restricted], top_p[restricted], min_p[restricted])
+        token_ids[restricted] = top_ids.gather(1, _race(top_probs * keep, keys[restricted], top_ids)).squeeze(1)
+        wide = restricted[(top_k[restricted] >= vocab) & (top_probs.sum(dim=-1) < top_p[restricted])]
+        if wide.numel():
+            sorted_probs, order = probs[wide].sort(dim=-1, descending=True)
+            keep = torch.zeros_like(order, dtype=torch.bool).scatter_(
+                1, order, _kept(sorted_probs, top_k[wide], top_p[wide], min_p[wide]))
+            token_ids[wide] = _race(probs[wide] * keep, keys[wide], _vocab_ids(vocab, device)).squeeze(1)
+    whole = (~greedy & (top_k >= vocab) & (top_p >= 1.0)).nonzero().squeeze(1)
+    if whole.numel():
+        keep = probs[whole] >= min_p[whole].unsqueeze(1) * probs[whole].amax(dim=-1, keepdim=True)
+        token_ids[whole] = _race(probs[whole] * keep, keys[whole], _vocab_ids(vocab, device)).squeeze(1)
+    return token_ids
+
+
+def _vocab_ids(vocab: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(vocab, device=device).unsqueeze(0)
+
+
+def _kept(sorted_probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Which of each row's probabilities (sorted, best first) survive top-k, top-p and min-p. Top-p
+    keeps the smallest prefix whose mass reaches it: a token stays while the mass before it is short."""
+    ranks = torch.arange(sorted_probs.shape[-1], device=sorted_probs.device)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+    return ((ranks.unsqueeze(0) < top_k.unsqueeze(1)) & (mass_before < top_p.unsqueeze(1))
+            & (sorted_probs >= min_p.unsqueeze(1) * sorted_probs[:, :1]))
+
+
+def _race(weights: torch.Tensor, keys: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """Index of argmax(w / E) per row, E ~ Exp(1) keyed by (row key, token id): draws from w / sum(w)."""
+    return (weights / -torch.log(_uniform(keys, token_ids))).argmax(dim=-1, keepdim=True)
+
+
+def _uniform(keys: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """A uniform in (0, 1) per (key, token id): an integer hash in int64 tensor arithmetic that keeps
+    every product below 2**63, so it gives the same bits on every device."""
+    x = (token_ids * 0x9E3779B1 + keys) & _MASK32
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK32
+    x = (x >> 16) ^ x
+    return ((x >> 8).to(torch.float32) + 0.5) / float(1 << 24)
+
+
+def _mix(*values: int) -> int:
+    """A 32-bit key from a few integers (splitmix64 steps)."""
+    state = 0
+    for value in values:
+        state = (state + value + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        state ^= state >> 31
+    return state & _MASK32
+
+
+def _results(token_ids: torch.Tensor, raw_logprobs: torch.Tensor | None,
+             params: list[SamplingParams]) -> list[SampleResult]:
+    results = [SampleResult(token_id) for token_id in token_ids.tolist()]
+    if raw_logprobs is None:
         return results
-
-    def _sample_row(self, logits: torch.Tensor, seq: Sequence) -> int:
-        p = seq.sampling_params
-        if p.has_penalties:
-            apply_penalties(logits, seq)
-        if p.is_greedy:
-            return int(logits.argmax())
-        logits = logits / p.temperature
-        if p.top_k:
-            kth = logits.topk(min(p.top_k, logits.numel())).values[-1]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = logits.softmax(dim=-1)
-        if p.top_p < 1.0:
-            sorted_probs, order = probs.sort(descending=True)
-            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-            outside = (sorted_probs.cumsum(0) - sorted_probs) >= p.top_p
-            probs = probs.scatter(0, order, sorted_probs.masked_fill(outside, 0.0))
-        if p.min_p > 0.0:
-            probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
-        # Exponential-race sampling: argmax(p / E) with E ~ Exp(1) draws from p (renormalizing is moot).
-        noise = torch.empty_like(probs).exponential_(generator=self._generator(seq))
-        return int((probs / noise).argmax())
-
-    def _generator(self, seq: Sequence) -> torch.Generator:
-        seed = seq.sampling_params.seed
-        if seed is None:
-            return self.generator
-        # Stateless per step: the same seed gives the same tokens whatever else is in the batch,
-        # and a preempted request recomputes to the same draws.
-        return torch.Generator().manual_seed((seed * 1_000_003 + seq.num_output_tokens) % (1 << 63))
+    chosen = raw_logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1).tolist()
+    most = max(p.logprobs or 0 for p in params)
+    top_values, top_ids = raw_logprobs.topk(most, dim=-1) if most else (None, None)
+    top_values = top_values.tolist() if most else None
+    top_ids = top_ids.tolist() if most else None
+    for i, (result, p) in enumerate(zip(results, params)):
+        if p.logprobs is not None:
+            result.logprob = chosen[i]
+            if p.logprobs:
+                result.top_logprobs = list(zip(top_ids[i][:p.logprobs], top_values[i][:p.logprobs]))
+    return results
 
 
 def adjust_logits(logits: torch.Tensor, seq: Sequence) -> None:
     """In place on one row: the request's logit_bias, then its logits processor (which may mask)."""
     if seq.sampling_params.logit_bias:
         token_ids, biases = zip(*seq.sampling_params.logit_bias)
-        logits[list(token_ids)] += torch.tensor(biases, dtype=logits.dtype)
+        logits[list(token_ids)] += torch.tensor(biases, dtype=logits.dtype, device=logits.device)
     if seq.logits_processor is not None:
         seq.logits_processor(seq.output_token_ids, logits)
 
@@ -95,10 +169,10 @@ def apply_penalties(logits: torch.Tensor, seq: Sequence) -> None:
     presence and frequency (OpenAI style) count output tokens only."""
     p: SamplingParams = seq.sampling_params
     if p.repetition_penalty != 1.0:
-        seen = torch.tensor(sorted(set(seq.token_ids)), dtype=torch.long)
+        seen = torch.tensor(sorted(set(seq.token_ids)), dtype=torch.long, device=logits.device)
         values = logits[seen]
         logits[seen] = torch.where(values > 0, values / p.repetition_penalty, values * p.repetition_penalty)
     if (p.presence_penalty or p.frequency_penalty) and seq.num_output_tokens:
-        counts = torch.bincount(torch.tensor(seq.output_token_ids), minlength=logits.numel())
+        counts = torch.bincount(torch.tensor(seq.output_token_ids, device=logits.device), minlength=logits.numel())
         counts = counts[:logits.numel()].to(logits.dtype)
         logits -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)

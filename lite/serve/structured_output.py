@@ -46,7 +46,7 @@ class GrammarProcessor:
             logger.warning("grammar matcher error: %s", self.matcher.get_error()[:200])
         bits = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
         allowed = np.unpackbits(bits, bitorder="little")[:self.vocab_size].astype(bool)
-        logits[:self.vocab_size].masked_fill_(torch.from_numpy(~allowed), float("-inf"))
+        logits[:self.vocab_size].masked_fill_(torch.from_numpy(~allowed).to(logits.device), float("-inf"))
         logits[self.vocab_size:] = float("-inf")
 
 

@@ -38,7 +38,9 @@ def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, N,
                       BLOCK_N: tl.constexpr):
     # out[N] = W[N, K] @ x[K]. Grid: (cdiv(N, BLOCK_N),); a program streams BLOCK_N whole rows,
     # GROUPS_PER_TILE groups at a time as a [BLOCK_N, GROUPS_PER_TILE, GROUP / 2] byte tile.
-    # sum_k (q_k - z) s x_k = s (sum_k q_k x_k - z sum_k x_k): scale and zero once per group.
+    # A nibble shifted into the top mantissa bits of 1.0f (a shift and one LOP3, no int-to-float
+    # conversion) is the float f = 1 + q / 16, so per group
+    # sum_k (q_k - z) s x_k = s (16 sum_k f_k x_k - (16 + z) sum_k x_k): scale and zero once per group.
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
     g = tl.arange(0, GROUPS_PER_TILE)
@@ -50,17 +52,18 @@ def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, N,
         group_mask = groups < num_groups
         cols = groups[:, None] * (GROUP // 2) + half[None, :]  # [G, GROUP / 2] byte index in a row
         packed = tl.load(w_ptr + rows[:, None, None] * (K // 2) + cols[None, :, :],
-                         mask=row_mask[:, None, None] & group_mask[None, :, None], other=0)
+                         mask=row_mask[:, None, None] & group_mask[None, :, None], other=0).to(tl.int32)
+        low = (((packed << 19) & 0x780000) | 0x3F800000).to(tl.float32, bitcast=True)
+        high = (((packed << 15) & 0x780000) | 0x3F800000).to(tl.float32, bitcast=True)
         x_even = tl.load(x_ptr + 2 * cols, mask=group_mask[:, None], other=0.0).to(tl.float32)
         x_odd = tl.load(x_ptr + 2 * cols + 1, mask=group_mask[:, None], other=0.0).to(tl.float32)
-        dots = tl.sum((packed & 0xF).to(tl.float32) * x_even[None, :, :]
-                      + (packed >> 4).to(tl.float32) * x_odd[None, :, :], axis=2)  # [BLOCK_N, G]
+        dots = tl.sum(low * x_even[None, :, :] + high * x_odd[None, :, :], axis=2)  # [BLOCK_N, G]
         x_sums = tl.sum(x_even + x_odd, axis=1)  # [G]
         meta = rows[:, None] * num_groups + groups[None, :]
         meta_mask = row_mask[:, None] & group_mask[None, :]
         scale = tl.load(scales_ptr + meta, mask=meta_mask, other=0.0).to(tl.float32)
         zero = tl.load(zeros_ptr + meta, mask=meta_mask, other=0).to(tl.float32)
-        acc += tl.sum(scale * (dots - zero * x_sums[None, :]), axis=1)
+        acc += tl.sum(scale * (16.0 * dots - (16.0 + zero) * x_sums[None, :]), axis=1)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=row_mask)
@@ -109,14 +112,17 @@ def _dequantize_int4_kernel(w_ptr, scales_ptr, zeros_ptr, out_ptr, K, GROUP: tl.
 
 
 SKINNY_MAX_ROWS = 16  # up to here one padded tl.dot tile; beyond, dequantize + cuBLAS
-# Tile choices tried on an H200 with benchmarks/profile_decode.py --sweep; no configuration was
-# reliably better than these (benchmarks/NOTES.md).
-GEMV_CONFIG = dict(block_n=16, groups_per_tile=4, num_warps=4, num_stages=3)
+# The best tiles per Llama-3-8B projection on an H100 (benchmarks/int4_gemv_variants.py, NOTES.md):
+# many rows (gate_up) favour small tiles and few warps; few rows or long ones (qkv, o, down) more
+# groups per tile and more warps.
+GEMV_CONFIG_MANY_ROWS = dict(block_n=16, groups_per_tile=4, num_warps=2, num_stages=1)
+GEMV_CONFIG = dict(block_n=16, groups_per_tile=16, num_warps=8, num_stages=1)
+MANY_ROWS = 16384
 SKINNY_CONFIG = dict(block_n=32, block_k=128, num_warps=4, num_stages=3)
 
 
 def int4_gemv(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None = None, block_n: int = 16,
-              groups_per_tile: int = 4, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
+              groups_per_tile: int = 16, num_warps: int = 8, num_stages: int = 1) -> torch.Tensor:
     """One row: x [K] (any leading shape of one element) -> [..., N]."""
     n, k = weight.shape
     row = x.reshape(k).contiguous()
@@ -160,7 +166,7 @@ def prepare_w4a16(weight: Int4Weight, device: torch.device) -> CUDAInt4Weight:
 def linear_w4a16(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     rows = x.numel() // x.shape[-1]
     if rows == 1:
-        return int4_gemv(x, weight, bias, **GEMV_CONFIG)
+        return int4_gemv(x, weight, bias, **(GEMV_CONFIG_MANY_ROWS if weight.shape[0] >= MANY_ROWS else GEMV_CONFIG))
     if rows <= SKINNY_MAX_ROWS and x.dtype != torch.float32:  # tl.dot would round float32 to tf32
         return int4_skinny_gemm(x, weight, bias, **SKINNY_CONFIG)
     return F.linear(x, dequantize_int4(weight, x.dtype), bias)
