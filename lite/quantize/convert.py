@@ -167,8 +167,10 @@ def _check_output(out: Path, force: bool) -> None:
         raise ConvertError(f"{out} already exists; pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise ConvertError(f"{out} exists and is not a folder")
-    if not out.parent.is_dir():
-        raise ConvertError(f"the parent folder of {out} does not exist")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConvertError(f"cannot create the folder {out.parent} for the output: {error}") from error
 
 
 def _check_disk_space(out: Path, needed: int) -> None:
