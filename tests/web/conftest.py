@@ -63,7 +63,9 @@ class ChatPage:
                        return answers.length && answers[answers.length - 1].innerText.length > 10; }""",
             timeout=ANSWER_TIMEOUT_MS)
         self.page.locator("#stop").click()
-        self.page.wait_for_function("() => document.querySelector('#status').innerText.includes('stopped')",
+        # The answer ends with a "stopped" status, then the message box unlocks.
+        self.page.wait_for_function("""() => document.querySelector('#status').innerText.includes('stopped')
+                                             && !document.querySelector('#message textarea').disabled""",
                                     timeout=30_000)
         return self.answers()[-1]
 
