@@ -1,4 +1,4 @@
-"""The `lite` command: env | generate | chat | bench."""
+"""The `lite` command: env | generate | chat | bench | serve | convert | gradio."""
 from __future__ import annotations
 
 import argparse
@@ -57,6 +57,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enforce-eager", action="store_true",
                         help="never replay captured graphs (CUDA graphs), for debugging or to save their memory")
     parser.add_argument("--seed", type=int, default=0, help="seed for requests that set none (default: 0)")
+
+
+def add_listen_args(group, port: int) -> None:
+    group.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 "
+                            "for every interface)")
+    group.add_argument("--port", type=int, default=port, help=f"TCP port (default: {port})")
 
 
 def add_sampling_args(parser: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -189,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     from lite.quantize.cli import add_convert_parser
     add_convert_parser(sub)
+    from lite.web.cli import add_gradio_parser
+    add_gradio_parser(sub)
     return parser
 
 

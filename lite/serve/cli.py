@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from lite.cli import add_model_args, engine_from_args, parse_size
+from lite.cli import add_listen_args, add_model_args, engine_from_args, parse_size
 
 logger = logging.getLogger("lite.serve")
 
@@ -24,10 +24,7 @@ def add_serve_parser(sub) -> None:
                     "exits 0.")
     add_model_args(parser)
     server = parser.add_argument_group("server")
-    server.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 "
-                             "for every interface)")
-    server.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    add_listen_args(server, port=8000)
     server.add_argument("--api-keys", nargs="+", metavar="KEY",
                         default=[k for k in os.environ.get("LITE_API_KEYS", "").split(",") if k],
                         help="accepted API keys: /v1 requests must send 'Authorization: Bearer KEY', "
@@ -58,6 +55,10 @@ def add_serve_parser(sub) -> None:
     server.add_argument("--print-examples", action="store_true",
                         help="once the server is ready, print a curl command and a Python snippet "
                              "that call it, ready to paste into another terminal")
+    server.add_argument("--web", action="store_true",
+                        help="also serve the web chat demo (as `lite gradio`) at /web on the same port, "
+                             "over the same engine; with --api-keys the page asks for a key as its "
+                             "password. Needs `pip install 'lite-deploy[web]'`")
     server.add_argument("--uvicorn-log-level", default="warning",
                         choices=["critical", "error", "warning", "info", "debug", "trace"],
                         help="uvicorn's own log level; 'info' adds an access log line per request "
@@ -66,12 +67,15 @@ def add_serve_parser(sub) -> None:
 
 
 def served_model_names(args) -> tuple[str, ...]:
-    if args.served_model_name:
-        return tuple(args.served_model_name)
-    if args.model is None:
-        return (BUNDLED_MODEL_NAME,)
-    path = Path(args.model).expanduser()
-    return (path.stem if path.suffix.lower() == ".gguf" else path.name,) if path.exists() else (args.model,)
+    return tuple(args.served_model_name) if args.served_model_name else (model_name(args.model),)
+
+
+def model_name(model: str | None) -> str:
+    """The name a model argument goes by: a folder's or GGUF file's name, else the hub id."""
+    if model is None:
+        return BUNDLED_MODEL_NAME
+    path = Path(model).expanduser()
+    return (path.stem if path.suffix.lower() == ".gguf" else path.name) if path.exists() else model
 
 
 def cmd_serve(args) -> int:
@@ -86,8 +90,13 @@ def cmd_serve(args) -> int:
         max_queued_seqs=args.max_queued_seqs, retry_after_s=args.retry_after,
         max_request_bytes=args.max_request_body, cors_origins=tuple(args.cors_origins),
         log_requests=args.log_requests, shutdown_timeout_s=args.shutdown_timeout)
+    if args.web:
+        from lite.web.app import require_gradio
+        require_gradio()  # before minutes of model loading, not after
     engine = AsyncLLMEngine(engine_from_args(args))
     app = build_app(engine, config)
+    if args.web:
+        _mount_web_demo(app, engine, config)
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host, port=args.port, log_config=None, log_level=args.uvicorn_log_level,
         access_log=args.uvicorn_log_level in ("info", "debug", "trace"),
@@ -97,14 +106,27 @@ def cmd_serve(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     logger.info("serving %s on the %s backend at http://%s:%d/v1 (API docs at /docs, metrics at "
-                "/metrics)%s", " / ".join(config.served_model_names), engine.engine.backend.name,
-                args.host, args.port, "; API keys required" if config.api_keys else "")
+                "/metrics%s)%s", " / ".join(config.served_model_names), engine.engine.backend.name,
+                args.host, args.port, ", web demo at /web" if args.web else "",
+                "; API keys required" if config.api_keys else "")
     if args.print_examples:
         threading.Thread(target=_print_examples_when_ready, daemon=True,
                          args=(server, args, config.served_model_names[0], bool(config.api_keys))).start()
     server.run()
     logger.info("server stopped")
     return 0
+
+
+WEB_DEMO_PATH = "/web"
+
+
+def _mount_web_demo(app, engine, config) -> None:
+    from lite.web.app import mount_demo
+    from lite.web.engine_source import EngineChatSource
+
+    info = app.state.lite.model_info
+    mount_demo(app, EngineChatSource(engine, info), info, "lite serve", WEB_DEMO_PATH,
+               api_keys=config.api_keys)
 
 
 EXAMPLES = """

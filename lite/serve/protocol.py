@@ -229,12 +229,23 @@ class CompletionResponse(BaseModel):
     usage: Usage | None = None
 
 
+class LiteModelDetails(BaseModel):
+    """lite's own facts about the model, for UIs (the web demo shows them); OpenAI's clients ignore them."""
+    backend: str
+    dtype: str
+    weight_quantization: str  # "none", or e.g. "awq int4, group 128"
+    kv_cache_dtype: str  # none | int8 | int4
+    vision: bool
+    generation_defaults: dict[str, float | int | bool]  # from the model's generation_config.json
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "lite"
     max_model_len: int
+    lite: LiteModelDetails | None = None
 
 
 class ModelList(BaseModel):

@@ -6,6 +6,7 @@ import time
 from fastapi import Request
 
 from lite.engine.async_engine import AsyncLLMEngine
+from lite.model_info import describe_engine
 from lite.serve.admission import AdmissionGate
 from lite.serve.config import ServerConfig
 from lite.serve.errors import APIError
@@ -21,6 +22,7 @@ class ServerState:
         self.tokenizer = llm.tokenizer
         self.model_name = config.served_model_names[0]
         self.max_model_len = llm.max_model_len
+        self.model_info = describe_engine(llm, self.model_name)
         self.vocab_size = llm.model_config.vocab_size
         self.created = int(time.time())
         self.gate = AdmissionGate(llm.config.max_num_seqs, config.max_queued_seqs, config.retry_after_s)

@@ -5,11 +5,11 @@ import socket
 import threading
 import time
 
-import httpx
 import pytest
 import uvicorn
 
 from conftest import make_engine
+from servers import read_metric, wait_until_idle
 from lite.engine.async_engine import AsyncLLMEngine
 from lite.serve.app import build_app
 from lite.serve.config import ServerConfig
@@ -44,22 +44,10 @@ class RunningServer:
         self._socket.close()
 
     def metric(self, name: str, labels: str = "") -> float:
-        """One sample of /metrics, e.g. metric("lite_kv_blocks_free")."""
-        text = httpx.get(f"{self.url}/metrics").text
-        for line in text.splitlines():
-            if line.startswith(f"{name}{labels} ") or line.startswith(f"{name}{{{labels}}} "):
-                return float(line.rsplit(" ", 1)[1])
-        raise KeyError(f"{name}{labels} not in /metrics")
+        return read_metric(self.url, name, labels)
 
     def wait_until_idle(self, timeout: float = 30.0) -> None:
-        """Until no sequence runs or waits and every KV block is free (as /metrics reports)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (self.metric("lite_num_requests_running") == 0 and self.metric("lite_num_requests_waiting") == 0
-                    and self.metric("lite_kv_blocks_free") == self.metric("lite_kv_blocks_total")):
-                return
-            time.sleep(0.05)
-        raise AssertionError("the engine did not become idle with every KV block free")
+        wait_until_idle(self.url, timeout)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,12 @@ def test_models_lists_the_served_name(client):
     assert [m.id for m in client.models.list().data] == [MODEL]
 
 
+def test_models_entries_carry_lites_facts_for_uis(client):
+    details = client.models.list().data[0].model_extra["lite"]
+    assert details == {"backend": "cpu", "dtype": "float32", "weight_quantization": "none",
+                       "kv_cache_dtype": "none", "vision": False, "generation_defaults": {}}
+
+
 def test_chat_non_streaming_answers_with_usage(client):
     response = client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=16, temperature=0)
     choice = response.choices[0]

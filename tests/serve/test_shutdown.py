@@ -2,13 +2,12 @@
 SIGTERM drains, then it exits 0."""
 import json
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
+
+from servers import LiteProcess
 
 MODEL = "smol"
 
@@ -20,27 +19,6 @@ def test_every_serve_flag_has_help():
     assert serve.description
     for action in serve._actions:
         assert action.help and len(action.help) > 10, f"{action.option_strings or action.dest} has no help"
-
-
-def start_server(model_dir, shutdown_timeout: float) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lite.cli", "serve", str(model_dir), "--port", str(port),
-         "--served-model-name", MODEL, "--max-model-len", "512", "--kv-cache-memory", "32MiB",
-         "--shutdown-timeout", str(shutdown_timeout)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline, "the server did not come up"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
 
 
 class StreamReader(threading.Thread):
@@ -71,7 +49,9 @@ class StreamReader(threading.Thread):
 
 
 def test_sigterm_finishes_requests_within_the_grace_period_then_exits_0(smollm2_dir):
-    process, url = start_server(smollm2_dir, shutdown_timeout=10)
+    server = LiteProcess(["serve", str(smollm2_dir), "--served-model-name", MODEL, "--max-model-len", "512",
+                          "--kv-cache-memory", "32MiB", "--shutdown-timeout", "10"])
+    process, url = server.process, server.url
     try:
         short, long = StreamReader(url, max_tokens=48), StreamReader(url, max_tokens=4000)
         for reader in (short, long):
@@ -88,10 +68,9 @@ def test_sigterm_finishes_requests_within_the_grace_period_then_exits_0(smollm2_
         assert process.wait(timeout=60) == 0
         short.join(10)
         long.join(10)
+        log = server.log()
     finally:
-        if process.poll() is None:
-            process.kill()
-    log = process.stdout.read()
+        server.stop()
     assert refused and short_was_running
     assert short.completed and short.events[-2]["choices"][0]["finish_reason"] == "length"
     assert not long.completed  # aborted when the grace period ran out

@@ -6,14 +6,19 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lite.serve.errors import APIError
-from lite.serve.protocol import ErrorResponse, HealthStatus, ModelCard, ModelList
+from lite.serve.protocol import ErrorResponse, HealthStatus, LiteModelDetails, ModelCard, ModelList
 from lite.serve.state import ServerState, get_state
 
 router = APIRouter()
 
 
 def _card(state: ServerState, name: str) -> ModelCard:
-    return ModelCard(id=name, created=state.created, max_model_len=state.max_model_len)
+    info = state.model_info
+    details = LiteModelDetails(backend=info.backend, dtype=info.dtype,
+                               weight_quantization=info.weight_quantization,
+                               kv_cache_dtype=info.kv_cache_dtype, vision=info.is_vision,
+                               generation_defaults=info.generation_defaults)
+    return ModelCard(id=name, created=state.created, max_model_len=state.max_model_len, lite=details)
 
 
 @router.get("/v1/models", response_model=ModelList)
