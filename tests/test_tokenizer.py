@@ -188,16 +188,26 @@ def test_partial_stop_length_finds_the_longest_matching_tail():
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(alphabet="ab\n:", max_size=30), stops=st.lists(st.text(alphabet="ab\n:", min_size=1, max_size=4),
        min_size=1, max_size=3), cuts=st.lists(st.integers(0, 30), max_size=8))
-def test_streamed_text_equals_text_cut_before_earliest_stop_for_any_chunking(text, stops, cuts):
-    match = find_stop(text, stops)
-    expected = text if match is None else text[:match[0]]
+def test_streamed_text_is_cut_before_the_earliest_stop_once_one_completes_for_any_chunking(text, stops, cuts):
+    # Generation ends as soon as a stop string is complete, so the cut is decided then: before the
+    # earliest stop string in the text so far (a longer one that began earlier but has not
+    # completed by then never will: no more text comes).
     bounds = [0, *sorted(cut for cut in cuts if cut <= len(text)), len(text)]
+    matches = (find_stop(text[:end], stops) for end in bounds[1:])
+    match = next((m for m in matches if m is not None), None)
+    expected = text if match is None else text[:match[0]]
     checker = StopChecker(stops)
     streamed = ""
     for start, end in zip(bounds, bounds[1:]):
         streamed += checker.feed(text[start:end])
         assert expected.startswith(streamed)  # the client never sees text past the cut
     assert streamed + checker.flush() == expected
+    assert find_stop(expected, stops) is None
+
+
+def test_a_stop_completing_inside_a_longer_one_that_began_earlier_cuts_at_the_completed_one():
+    checker = StopChecker([":", "a::"])
+    assert checker.feed("a:") == "a" and checker.is_stopped and checker.matched_stop == ":"
 
 
 def test_stop_string_spanning_tokens_is_cut_from_a_detokenized_stream(tokenizer):

@@ -1,4 +1,5 @@
-"""Stop strings: cut the output exactly before the earliest one, and never stream part of one."""
+"""Stop strings: generation ends as soon as one is complete, the output is cut exactly before the
+earliest one in the text by then, and no part of one is ever streamed."""
 from __future__ import annotations
 
 from collections.abc import Sequence
