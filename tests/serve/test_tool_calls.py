@@ -94,3 +94,12 @@ def test_truncated_call_keeps_what_was_streamed(text, arguments):
     # max_tokens hit mid-call (finish_reason "length"): the call stands as far as it got.
     content, calls = parse_tool_calls(text)
     assert content == "" and [(c.name, c.arguments) for c in calls] == [("f", arguments)]
+
+
+def test_without_parallel_tool_calls_a_stream_carries_only_the_first_call():
+    from lite.serve.routes.chat import _delta_from_events
+
+    parser = ToolCallParser()
+    delta = _delta_from_events(parser.feed(HERMES_TWO) + parser.finish(), max_calls=1)
+    assert [(d.index, d.function.name) for d in delta.tool_calls] == [(0, "a")]
+    assert json.loads(delta.tool_calls[0].function.arguments) == {"x": 1}

@@ -85,6 +85,7 @@ def _chat_response(state: ServerState, body: ChatCompletionRequest, plan: Genera
     for index in range(len(plan.choices)):
         output = finals[index]
         content, calls = tool_calls.parse_tool_calls(output.text) if parses_tools else (output.text, [])
+        calls = calls[:_max_calls(body)]
         message = AssistantMessage(
             content=(content.strip() or None) if calls else content,
             tool_calls=[ToolCall(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
@@ -96,11 +97,16 @@ def _chat_response(state: ServerState, body: ChatCompletionRequest, plan: Genera
                                   usage=_usage(plan, sum(len(o.token_ids) for o in finals.values())))
 
 
-def _delta_from_events(events: list) -> ChatDelta:
+def _max_calls(body: ChatCompletionRequest) -> int | None:
+    """parallel_tool_calls=false: the first call only (None: no limit)."""
+    return 1 if body.parallel_tool_calls is False else None
+
+
+def _delta_from_events(events: list, max_calls: int | None) -> ChatDelta:
     content = "".join(e.text for e in events if isinstance(e, tool_calls.ContentDelta))
     deltas: list[ToolCallDelta] = []
     for event in events:
-        if not isinstance(event, tool_calls.ToolCallDelta):
+        if not isinstance(event, tool_calls.ToolCallDelta) or (max_calls is not None and event.index >= max_calls):
             continue
         if deltas and deltas[-1].index == event.index:  # one delta per call and chunk
             deltas[-1].function.arguments += event.arguments
@@ -129,7 +135,8 @@ async def _chat_events(state: ServerState, body: ChatCompletionRequest, plan: Ge
         async for index, output in stream:
             if parsers:
                 events = parsers[index].feed(output.delta_text)
-                delta = _delta_from_events(events + (parsers[index].finish() if output.finished else []))
+                delta = _delta_from_events(events + (parsers[index].finish() if output.finished else []),
+                                           _max_calls(body))
             else:
                 delta = ChatDelta(content=output.delta_text or None)
             logprobs = None
