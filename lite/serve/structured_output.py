@@ -110,13 +110,26 @@ def tool_call_grammar(tools, tool_choice) -> str | None:
         if not functions:
             raise APIError(400, f"tool_choice names {tool_choice.function.name!r}, which is not among "
                                 "the tools", param="tool_choice")
+    # Each function's parameter schema becomes a definition at the root, where its own local
+    # references ($defs of nested models, "#" for recursion) still resolve once re-rooted there.
+    definitions = {f.name: _rerooted(f.parameters or {"type": "object"}, f"#/$defs/{f.name}") for f in functions}
     calls = [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
-              "properties": {"name": {"const": f.name},
-                             "arguments": f.parameters or {"type": "object"}}} for f in functions]
-    schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
+              "properties": {"name": {"const": f.name}, "arguments": {"$ref": f"#/$defs/{f.name}"}}}
+             for f in functions]
+    schema = {**(calls[0] if len(calls) == 1 else {"anyOf": calls}), "$defs": definitions}
     lark = (f"start: {json.dumps(TOOL_CALL_PREFIX)} call {json.dumps(TOOL_CALL_SUFFIX)}\n"
             f"call: %json {json.dumps({'x-guidance': JSON_OPTIONS, **schema})}\n")
     return llguidance.LLMatcher.grammar_from_lark(lark)
+
+
+def _rerooted(node, root: str):
+    """A copy of a schema whose local "$ref"s ("#...") point into it where it now lives at root."""
+    if isinstance(node, dict):
+        return {key: root + value[1:] if key == "$ref" and isinstance(value, str) and value.startswith("#")
+                else _rerooted(value, root) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_rerooted(item, root) for item in node]
+    return node
 
 
 def _json_grammar(schema: dict, param: str) -> str:

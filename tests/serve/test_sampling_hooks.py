@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from lite.engine.sequence import SamplingParams
-from lite.serve.protocol import JsonSchemaFormat, ResponseFormat
-from lite.serve.structured_output import GrammarCompiler, response_format_grammar
+from lite.serve.protocol import ChatTool, JsonSchemaFormat, ResponseFormat
+from lite.serve.structured_output import GrammarCompiler, response_format_grammar, tool_call_grammar
+from lite.serve.tool_calls import parse_tool_calls
 
 PROMPT = "The capital of France is"
 
@@ -70,3 +71,21 @@ def test_grammar_processor_keeps_sampled_output_inside_the_schema(smollm2_engine
         value = json.loads(output.text)
         assert output.finish_reason == "stop" and set(value) == {"ok", "n"}
         assert isinstance(value["ok"], bool) and 0 <= value["n"] <= 999
+
+
+def test_forced_tool_call_follows_parameters_that_use_defs_and_recursion(smollm2_engine):
+    # Pydantic models with nested models give such schemas ("$defs", "$ref"), as LangChain sends them.
+    parameters = {"type": "object", "required": ["home"], "additionalProperties": False,
+                  "properties": {"home": {"$ref": "#/$defs/Address"}, "next": {"$ref": "#"}},
+                  "$defs": {"Address": {"type": "object", "required": ["city"], "additionalProperties": False,
+                                        "properties": {"city": {"type": "string", "maxLength": 12}}}}}
+    tools = [ChatTool.model_validate({"type": "function", "function": {"name": "save", "parameters": parameters}})]
+    tokenizer = smollm2_engine.tokenizer
+    compiler = GrammarCompiler(tokenizer.hf_tokenizer, smollm2_engine.model_config.vocab_size,
+                               tokenizer.eos_token_ids)
+    [processor] = compiler.processors(tool_call_grammar(tools, "required"), 1, "tools")
+    output = run(smollm2_engine, SamplingParams(max_tokens=60, temperature=0), processor)
+    _, [call] = parse_tool_calls(output.text)
+    arguments = json.loads(call.arguments)
+    assert call.name == "save" and isinstance(arguments["home"]["city"], str)
+    assert set(arguments) <= {"home", "next"}
