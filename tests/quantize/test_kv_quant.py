@@ -60,26 +60,21 @@ def test_kv_bytes_per_block_counts_integers_and_scales():
     assert int8 == 2 * 30 * 16 * 3 * (64 + 8) and int4 == 2 * 30 * 16 * 3 * (32 + 8)
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-def test_cpu_attention_over_a_quantized_cache_matches_the_reference(bits):
-    """A mixed step (two decodes, a prefill with a cached prefix, a fresh prefill) against the
-    reference paged attention over the dequantized cache; new tokens see their own K/V exactly."""
+def attend_over_a_quantized_cache(bits, history, query_lens, tables):
+    """(attention output, the reference's over the dequantized cache with the new tokens exact)."""
     torch.manual_seed(0)
     backend = CPUBackend()
     heads, kv_heads, dim, block_size, num_blocks = 4, 2, 16, 4, 12
     spec = KVCacheSpec(1, kv_heads, dim, block_size, num_blocks, torch.float32, kv_bits=bits)
     cache = backend.allocate_kv_cache(spec)[0]
     attention = backend.attention()
-    tables = [[0, 1], [2, 3, 4], [5, 6, 9], [7, 8]]
-    history = {0: 5, 1: 9, 2: 6, 3: 0}  # tokens already cached per sequence
-    for seq, n in history.items():
+    for seq, n in enumerate(history):
         if n:
             slots = torch.tensor([tables[seq][p // block_size] * block_size + p % block_size for p in range(n)])
             cache.store(slots, torch.randn(n, kv_heads, dim), torch.randn(n, kv_heads, dim))
-    query_lens = [1, 1, 3, 5]
-    context_lens = [history[i] + q for i, q in enumerate(query_lens)]
+    context_lens = [n + q for n, q in zip(history, query_lens)]
     slot_mapping = [tables[i][p // block_size] * block_size + p % block_size
-                    for i in range(4) for p in range(history[i], context_lens[i])]
+                    for i in range(len(history)) for p in range(history[i], context_lens[i])]
     layout = BatchLayout(query_lens, context_lens, tables, slot_mapping, block_size)
     tokens = sum(query_lens)
     q, k, v = torch.randn(tokens, heads, dim), torch.randn(tokens, kv_heads, dim), torch.randn(tokens, kv_heads, dim)
@@ -88,5 +83,21 @@ def test_cpu_attention_over_a_quantized_cache_matches_the_reference(bits):
     k_float, v_float = cache.gather(torch.arange(num_blocks), torch.float32)
     flat = torch.tensor(slot_mapping)
     k_float.view(-1, kv_heads, dim)[flat], v_float.view(-1, kv_heads, dim)[flat] = k, v  # new tokens exact
-    expected = reference.paged_attention(q, k_float, v_float, tables, query_lens, context_lens, dim ** -0.5)
+    return out, reference.paged_attention(q, k_float, v_float, tables, query_lens, context_lens, dim ** -0.5)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_cpu_attention_over_a_quantized_cache_matches_the_reference(bits):
+    """A mixed step (two decodes, a prefill with a cached prefix, a fresh prefill) against the
+    reference paged attention over the dequantized cache; new tokens see their own K/V exactly."""
+    out, expected = attend_over_a_quantized_cache(bits, [5, 9, 6, 0], [1, 1, 3, 5],
+                                                  [[0, 1], [2, 3, 4], [5, 6, 9], [7, 8]])
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_decode_kernel_dequantizing_as_it_reads_matches_the_reference(bits):
+    """Decodes only, of different lengths (one with no cached token yet): the C++ kernel path."""
+    assert CPUBackend().attention().decode_kernel is not None, "the C++ kernels did not build here"
+    out, expected = attend_over_a_quantized_cache(bits, [5, 10, 0], [1, 1, 1], [[0, 1], [2, 3, 4], [5]])
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)

@@ -36,8 +36,9 @@ class CPUAttention(AttentionOps):
     """KV cache per layer: (k, v), each [blocks, block_size, kv_heads, head_dim], zero-filled so
     padded reads of never-written slots stay finite under the mask.
 
-    Decode uses the C++ paged kernel when it is built (float32), which reads K/V in place; the
-    PyTorch path gathers each sequence's blocks into a padded copy first."""
+    Decode uses the C++ paged kernel when it is built (float32), which reads K/V in place (an
+    int8/int4 cache dequantized row by row); the PyTorch path gathers each sequence's blocks into a
+    padded copy first."""
 
     def __init__(self, decode_kernel=None):
         self.decode_kernel = decode_kernel
@@ -74,7 +75,14 @@ class CPUAttention(AttentionOps):
             decode_mask=decode_mask, decode_context_lens=decode_lens, prefills=prefills)
 
     def forward(self, q, k, v, kv_cache, metadata: CPUAttentionMetadata, scale: float):
-        if isinstance(kv_cache, QuantizedKVCache):  # int8/int4: attend over a float copy of the step's blocks
+        if isinstance(kv_cache, QuantizedKVCache):
+            if not metadata.prefills and self.decode_kernel is not None and q.dtype == torch.float32:
+                # Decodes only: the C++ kernel dequantizes each cached row as it reads it.
+                kv_cache.store(metadata.slot_mapping, k, v)
+                return self.decode_kernel.paged_decode_quantized(
+                    q, kv_cache.values, kv_cache.scales, metadata.decode_blocks, metadata.decode_context_lens,
+                    scale, kv_cache.bits, k, v)
+            # Steps with prefills attend over a float copy of the blocks they touch.
             kv_cache, metadata = kv_cache.dequantized_view(k, v, metadata)
         k_cache, v_cache = kv_cache
         _, block_size, num_kv_heads, head_dim = k_cache.shape
