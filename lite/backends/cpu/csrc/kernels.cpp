@@ -23,6 +23,18 @@ inline void axpy(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// In place: each of `rows` consecutive rows of `length` scores becomes its softmax.
+inline void softmax_rows(float* scores, int64_t rows, int64_t length) {
+  for (int64_t j = 0; j < rows; ++j) {
+    float* row = scores + j * length;
+    const float peak = *std::max_element(row, row + length);
+    float total = 0.f;
+    for (int64_t t = 0; t < length; ++t) total += (row[t] = std::exp(row[t] - peak));
+    const float inverse = 1.f / total;
+    for (int64_t t = 0; t < length; ++t) row[t] *= inverse;
+  }
+}
+
 }  // namespace
 
 // q: [B, H, D]; k_cache, v_cache: [blocks, block_size, KH, D]; block_tables: [B, max_blocks];
@@ -59,14 +71,7 @@ torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor
         const float* key = k_ptr + slot * token_stride + h * head_dim;
         for (int64_t j = 0; j < group; ++j) scores[j * length + t] = dot(q_head + j * head_dim, key, head_dim) * fscale;
       }
-      for (int64_t j = 0; j < group; ++j) {
-        float* row = scores.data() + j * length;
-        const float peak = *std::max_element(row, row + length);
-        float total = 0.f;
-        for (int64_t t = 0; t < length; ++t) total += (row[t] = std::exp(row[t] - peak));
-        const float inverse = 1.f / total;
-        for (int64_t t = 0; t < length; ++t) row[t] *= inverse;
-      }
+      softmax_rows(scores.data(), group, length);
       for (int64_t t = 0; t < length; ++t) {
         const int64_t slot = tables[b * max_blocks + t / block_size] * block_size + t % block_size;
         const float* value = v_ptr + slot * token_stride + h * head_dim;
@@ -148,14 +153,7 @@ torch::Tensor paged_decode_quantized(torch::Tensor q, torch::Tensor values, torc
       }
       const float* key = new_k_ptr + (b * kv_heads + h) * head_dim;
       for (int64_t j = 0; j < group; ++j) scores[j * length + stored] = dot(q_head + j * head_dim, key, head_dim) * fscale;
-      for (int64_t j = 0; j < group; ++j) {
-        float* weights = scores.data() + j * length;
-        const float peak = *std::max_element(weights, weights + length);
-        float total = 0.f;
-        for (int64_t t = 0; t < length; ++t) total += (weights[t] = std::exp(weights[t] - peak));
-        const float inverse = 1.f / total;
-        for (int64_t t = 0; t < length; ++t) weights[t] *= inverse;
-      }
+      softmax_rows(scores.data(), group, length);
       std::fill(zero_terms.begin(), zero_terms.end(), 0.f);
       float* out_head = out_ptr + (b * heads + h * group) * head_dim;
       for (int64_t t = 0; t < stored; ++t) {
