@@ -82,3 +82,27 @@ def test_cpu_fused_ops_match_reference_in_float32_and_bfloat16(op):
                 "silu_and_mul": (x,)}[op]
         torch.testing.assert_close(getattr(ops, op)(*args), getattr(reference, op)(*args),
                                    atol=tolerance, rtol=tolerance)
+
+
+def test_cpu_kernels_build_without_openmp_or_not_at_all(monkeypatch, caplog):
+    import torch.utils.cpp_extension
+
+    from lite.backends.cpu import kernels
+
+    tried = []
+
+    def load_without_openmp(name, extra_cflags, **_):
+        tried.append(extra_cflags[-1])
+        if "-fopenmp" in extra_cflags:
+            raise RuntimeError("clang: error: unsupported option '-fopenmp'")
+        return "module"
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", load_without_openmp)
+    assert kernels.cpu_kernels.__wrapped__() == "module" and tried == ["-fopenmp", "-fopenmp-simd"]
+
+    def load_without_a_compiler(**_):
+        raise OSError("no c++")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", load_without_a_compiler)
+    assert kernels.cpu_kernels.__wrapped__() is None
+    assert "CPU C++ kernels unavailable (no c++)" in caplog.text

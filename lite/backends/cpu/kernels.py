@@ -28,17 +28,26 @@ def _cpu_signature() -> str:
     return hashlib.sha256(flags.encode()).hexdigest()[:12]
 
 
+# OpenMP lets the kernels' at::parallel_for split sequences and rows over PyTorch's threads (the
+# same libgomp PyTorch loads); a compiler without it (Apple clang) builds them single-threaded.
+PARALLEL_FLAGS = (["-fopenmp"], ["-fopenmp-simd"])
+
+
 @functools.cache
 def cpu_kernels():
-    """The compiled module (paged_decode, rms_norm, add_rms_norm, silu_and_mul; float32), or None
-    when it cannot be built here."""
+    """The compiled module (paged_decode, paged_decode_quantized, rms_norm, add_rms_norm,
+    silu_and_mul; float32), or None when it cannot be built here."""
     logger.info("loading the CPU backend's C++ kernels (compiled on first use, about a minute, then cached)")
-    try:
-        from torch.utils.cpp_extension import load
-        module = load(name=f"lite_cpu_kernels_{_cpu_signature()}", sources=[str(_SOURCE)],
-                      extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], verbose=False)
-    except Exception as exc:  # no compiler, no ninja, unsupported flags: the torch path still works
-        logger.warning("CPU C++ kernels unavailable (%s); using PyTorch ops only",
-                       str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        return None
-    return module
+    from torch.utils.cpp_extension import load
+
+    failure = None
+    for flags in PARALLEL_FLAGS:
+        try:
+            return load(name=f"lite_cpu_kernels_{_cpu_signature()}_{flags[0][2:].replace('-', '_')}",
+                        sources=[str(_SOURCE)], extra_cflags=["-O3", "-march=native", *flags],
+                        extra_ldflags=flags, verbose=False)
+        except Exception as exc:  # no compiler, no ninja, unsupported flags: the torch path still works
+            failure = exc
+    logger.warning("CPU C++ kernels unavailable (%s); using PyTorch ops only",
+                   str(failure).splitlines()[0] if str(failure) else type(failure).__name__)
+    return None
