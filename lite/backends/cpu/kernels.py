@@ -30,7 +30,7 @@ def _cpu_signature() -> str:
 
 # OpenMP lets the kernels' at::parallel_for split sequences and rows over PyTorch's threads (the
 # same libgomp PyTorch loads); a compiler without it (Apple clang) builds them single-threaded.
-PARALLEL_FLAGS = (["-fopenmp"], ["-fopenmp-simd"])
+PARALLEL_FLAGS = (("-fopenmp",), ("-fopenmp-simd",))
 
 
 @functools.cache
@@ -44,8 +44,9 @@ def cpu_kernels():
     for flags in PARALLEL_FLAGS:
         try:
             return load(name=f"lite_cpu_kernels_{_cpu_signature()}_{flags[0][2:].replace('-', '_')}",
+                        # Fresh lists: load() appends its own flags to them.
                         sources=[str(_SOURCE)], extra_cflags=["-O3", "-march=native", *flags],
-                        extra_ldflags=flags, verbose=False)
+                        extra_ldflags=list(flags), verbose=False)
         except Exception as exc:  # no compiler, no ninja, unsupported flags: the torch path still works
             failure = exc
     logger.warning("CPU C++ kernels unavailable (%s); using PyTorch ops only",
