@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from lite.backends.cuda.kernels.online_softmax import online_softmax_step
 from lite.backends.cuda.kernels.paged_kv import load_context_tile
 
 LOG2E = 1.4426950408889634
@@ -63,12 +64,7 @@ def _decode_split_kernel(q_ptr, k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, k_scale_
                               KV_BITS, BLOCK_SIZE).to(q.dtype)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale_log2  # [BLOCK_G, BLOCK_N], log2 units
         s = tl.where(mask[None, :], s, -float("inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        alpha = tl.exp2(m - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l = l * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m = m_new
+        m, l, acc = online_softmax_step(m, l, acc, s, v, PRECISION)
 
     out_mask = head_mask[:, None] & (dims[None, :] < HEAD_DIM)
     if not SPLIT:  # the whole context in one program: write the answer directly

@@ -11,6 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
+from lite.backends.cuda.kernels.online_softmax import online_softmax_step
 from lite.backends.cuda.kernels.paged_kv import load_context_tile
 
 LOG2E = 1.4426950408889634
@@ -63,12 +64,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, k_scale_ptr, 
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale_log2  # [BLOCK_M, BLOCK_N]
         # Position 0 is visible to every query, so no row is all -inf after the first tile.
         s = tl.where(mask[None, :] & (positions[None, :] <= query_pos[:, None]), s, -float("inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        alpha = tl.exp2(m - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l = l * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m = m_new
+        m, l, acc = online_softmax_step(m, l, acc, s, v, PRECISION)
     out = acc / l[:, None]
     tl.store(out_ptr + (tokens[:, None] * num_heads + head) * HEAD_DIM + dims[None, :],
              out.to(out_ptr.dtype.element_ty), mask=row_mask[:, None] & dim_mask[None, :])
