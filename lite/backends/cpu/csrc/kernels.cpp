@@ -23,6 +23,11 @@ inline void axpy(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// The cache slot of position t of a sequence whose block table row is `table`.
+inline int64_t slot_of(const int64_t* table, int64_t t, int64_t block_size) {
+  return table[t / block_size] * block_size + t % block_size;
+}
+
 // In place: each of `rows` consecutive rows of `length` scores becomes its softmax.
 inline void softmax_rows(float* scores, int64_t rows, int64_t length) {
   for (int64_t j = 0; j < rows; ++j) {
@@ -67,13 +72,13 @@ torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor
       scores.assign(group * length, 0.f);
       const float* q_head = q_ptr + (b * heads + h * group) * head_dim;
       for (int64_t t = 0; t < length; ++t) {
-        const int64_t slot = tables[b * max_blocks + t / block_size] * block_size + t % block_size;
+        const int64_t slot = slot_of(tables + b * max_blocks, t, block_size);
         const float* key = k_ptr + slot * token_stride + h * head_dim;
         for (int64_t j = 0; j < group; ++j) scores[j * length + t] = dot(q_head + j * head_dim, key, head_dim) * fscale;
       }
       softmax_rows(scores.data(), group, length);
       for (int64_t t = 0; t < length; ++t) {
-        const int64_t slot = tables[b * max_blocks + t / block_size] * block_size + t % block_size;
+        const int64_t slot = slot_of(tables + b * max_blocks, t, block_size);
         const float* value = v_ptr + slot * token_stride + h * head_dim;
         for (int64_t j = 0; j < group; ++j)
           axpy(scores[j * length + t], value, out_ptr + (b * heads + h * group + j) * head_dim, head_dim);
@@ -141,7 +146,7 @@ torch::Tensor paged_decode_quantized(torch::Tensor q, torch::Tensor values, torc
         query_sums[j] = sum;
       }
       auto cache_row = [&](int64_t t) {  // index of position t's row of head h, on either side
-        const int64_t slot = tables[b * max_blocks + t / block_size] * block_size + t % block_size;
+        const int64_t slot = slot_of(tables + b * max_blocks, t, block_size);
         return slot * kv_heads + h;
       };
       for (int64_t t = 0; t < stored; ++t) {
