@@ -38,6 +38,20 @@ def event_ms(fn, repeats: int = 30) -> float:
     return start.elapsed_time(end) / repeats
 
 
+def engine_step_ms(engine: LLMEngine, batch: int, context: int, async_scheduling: bool) -> float:
+    """Engine wall time per step with `batch` requests decoding (prefill excluded)."""
+    engine.async_scheduling = async_scheduling
+    prompts = [[(7 * i + j) % 1000 + 1 for j in range(context)] for i in range(batch)]
+    for prompt in prompts:
+        engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=40, ignore_eos=True))
+    stamps = []
+    while engine.has_unfinished():
+        outputs = engine.step()
+        if outputs and all(len(o.token_ids) > 1 for o in outputs):
+            stamps.append(time.perf_counter())
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1e3
+
+
 def decode_layout(engine: LLMEngine, batch: int, context: int) -> BatchLayout:
     blocks = -(-context // engine.block_size)
     tables = [list(range(1 + i * blocks, 1 + (i + 1) * blocks)) for i in range(batch)]
@@ -107,16 +121,7 @@ def main() -> int:
                                         max_model_len=4096, max_num_seqs=max(args.batch)))
     runner = engine.runner
     for batch in args.batch:
-        # Engine wall time per step with `batch` requests decoding (prefill excluded).
-        prompts = [[(7 * i + j) % 1000 + 1 for j in range(args.context)] for i in range(batch)]
-        ids = [engine.add_request(p, SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)) for p in prompts]
-        stamps = []
-        while engine.has_unfinished():
-            outputs = engine.step()
-            if outputs and all(len(o.token_ids) > 1 for o in outputs):
-                stamps.append(time.perf_counter())
-        assert len(ids) == batch
-        wall_ms = (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1e3
+        wall_ms = {mode: engine_step_ms(engine, batch, args.context, mode) for mode in (False, True)}
 
         layout = decode_layout(engine, batch, args.context)
         token_ids, position_list = list(range(1, batch + 1)), [args.context - 1] * batch
@@ -133,7 +138,8 @@ def main() -> int:
         kernels = [e for e in prof.key_averages() if e.device_time_total > 0]
         kernels.sort(key=lambda e: -e.device_time_total)
         total_us = sum(e.device_time_total for e in kernels)
-        print(f"\n== batch {batch}, context {args.context}: engine step {wall_ms:.3f} ms | graph replay + "
+        print(f"\n== batch {batch}, context {args.context}: engine step {wall_ms[True]:.3f} ms with async "
+              f"scheduling, {wall_ms[False]:.3f} ms without | graph replay + "
               f"logits {replay_ms:.3f} ms | eager forward + logits {eager_ms:.3f} ms | kernel time "
               f"{total_us / 1e3:.3f} ms in {sum(e.count for e in kernels)} launches")
         for e in kernels[:14]:

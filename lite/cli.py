@@ -56,6 +56,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                              "for benchmarks when only config.json is at hand (default: auto)")
     parser.add_argument("--enforce-eager", action="store_true",
                         help="never replay captured graphs (CUDA graphs), for debugging or to save their memory")
+    parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                        help="launch each step before the previous step's tokens reach the host, so "
+                             "scheduling and detokenizing overlap the GPU's work (default: on for CUDA, "
+                             "off on CPU, where a forward pass blocks and there is nothing to hide)")
     parser.add_argument("--seed", type=int, default=0, help="seed for requests that set none (default: 0)")
 
 
@@ -95,7 +99,7 @@ def engine_from_args(args):
         kv_cache_memory=args.kv_cache_memory, enable_prefix_caching=not args.no_prefix_caching,
         memory_fraction=getattr(args, "kv_cache_fraction", 0.9),  # only `lite serve` has the flag
         chat_template=template, kv_cache_dtype=args.kv_cache_dtype, load_format=args.load_format,
-        enforce_eager=args.enforce_eager))
+        enforce_eager=args.enforce_eager, async_scheduling=args.async_scheduling))
 
 
 def sampling_from_args(args):

@@ -133,6 +133,10 @@ class EngineConfig:
     # backend has the kernel (llama.cpp's 4-bit files keep an 8-bit head too); False keeps it as is.
     quantize_lm_head: bool = True
     enforce_eager: bool = False  # never replay captured graphs, even where the backend has them
+    # Launch each step before the previous one's tokens reach the host, so the host's work
+    # (scheduling, detokenizing, stop checks) overlaps the device's. None: where the backend's
+    # forward passes run ahead of the host (CUDA); a CPU forward blocks, so there is nothing to hide.
+    async_scheduling: bool | None = None
     load_format: str = "auto"  # auto: the checkpoint's weights; dummy: random ones of its shapes (benchmarks)
 
     def __post_init__(self):

@@ -10,11 +10,14 @@ GREEDY = SamplingParams(temperature=0, max_tokens=24)
 PROMPTS = ["The capital of France is", "One, two, three,", "def fibonacci(n):"]
 
 
-@pytest.fixture(scope="module")
-def async_engine(smollm2_engine):
+@pytest.fixture(scope="module", params=[False, True], ids=["sync-scheduling", "async-scheduling"])
+def async_engine(request, smollm2_engine):
+    # With async scheduling (CUDA's default) a stream's tokens and aborts meet steps in flight.
+    smollm2_engine.async_scheduling = request.param
     engine = AsyncLLMEngine(smollm2_engine)
     yield engine
     engine.shutdown()
+    smollm2_engine.async_scheduling = False
 
 
 async def collect(async_engine, prompt, params=GREEDY):

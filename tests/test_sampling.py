@@ -17,7 +17,7 @@ def seq_with(params, prompt=(1, 2, 3), output=()):
 
 def draw(logits, params, times):
     sampler = Sampler(seed=0)
-    return [sampler(logits.clone().unsqueeze(0), [seq_with(params)])[0].token_id for _ in range(times)]
+    return [sampler(logits.clone().unsqueeze(0), [seq_with(params)]).results()[0].token_id for _ in range(times)]
 
 
 def test_top_k_only_draws_among_the_k_likeliest():
@@ -57,8 +57,8 @@ def test_each_row_of_a_mixed_batch_samples_as_it_would_alone():
     params = [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_k=20, seed=1),
               SamplingParams(temperature=1.0, top_p=0.8, seed=2), SamplingParams(temperature=1.3, min_p=0.01, seed=3)]
     seqs = [seq_with(p) for p in params]
-    batched = [r.token_id for r in Sampler()(logits.clone(), seqs)]
-    alone = [Sampler()(logits[i:i + 1].clone(), [seqs[i]])[0].token_id for i in range(4)]
+    batched = [r.token_id for r in Sampler()(logits.clone(), seqs).results()]
+    alone = [Sampler()(logits[i:i + 1].clone(), [seqs[i]]).results()[0].token_id for i in range(4)]
     assert batched == alone and batched[0] == logits[0].argmax()
 
 

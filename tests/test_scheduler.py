@@ -6,7 +6,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from lite.config import SchedulerConfig
 from lite.engine.block_manager import BlockManager
 from lite.engine.scheduler import ScheduledBatch, Scheduler
-from lite.engine.sequence import FinishReason, SamplingParams, Sequence, SequenceStatus
+from lite.engine.sequence import UNRESOLVED, FinishReason, SamplingParams, Sequence, SequenceStatus
 
 
 def make_scheduler(num_blocks: int = 16, block_size: int = 4, max_num_seqs: int = 8, budget: int = 64,
@@ -29,9 +29,15 @@ def sample(batch: ScheduledBatch, token_id: int = 0) -> list[int | None]:
             for seq, n in zip(batch.seqs, batch.num_new_tokens)]
 
 
+def update(scheduler: Scheduler, batch: ScheduledBatch, sampled: list[int | None]) -> None:
+    """A step launched and its tokens read back at once, as without async scheduling."""
+    scheduler.advance(batch, [token_id is not None for token_id in sampled])
+    scheduler.resolve(batch, sampled)
+
+
 def step(scheduler: Scheduler) -> ScheduledBatch:
     batch = scheduler.schedule()
-    scheduler.update(batch, sample(batch))
+    update(scheduler, batch, sample(batch))
     return batch
 
 
@@ -187,9 +193,9 @@ def test_prefix_cache_hit_skips_cached_tokens_on_admission():
 def test_update_advances_progress_and_appends_the_sampled_token():
     scheduler = make_scheduler(budget=4)
     seq = add(scheduler, [1] * 6)
-    scheduler.update(scheduler.schedule(), [None])
+    update(scheduler, scheduler.schedule(), [None])
     assert seq.num_computed_tokens == 4 and seq.num_tokens == 6
-    scheduler.update(scheduler.schedule(), [9])
+    update(scheduler, scheduler.schedule(), [9])
     assert seq.num_computed_tokens == 6 and seq.output_token_ids == [9]
 
 
@@ -197,7 +203,7 @@ def test_update_rejects_a_token_sampled_mid_prefill():
     scheduler = make_scheduler(budget=4)
     add(scheduler, [1] * 6)
     with pytest.raises(ValueError, match="before its prompt was computed"):
-        scheduler.update(scheduler.schedule(), [9])
+        update(scheduler, scheduler.schedule(), [9])
 
 
 def test_update_skips_a_sequence_aborted_during_the_step():
@@ -205,8 +211,68 @@ def test_update_skips_a_sequence_aborted_during_the_step():
     seq = add(scheduler, [1] * 6, request_id="gone")
     batch = scheduler.schedule()
     scheduler.abort("gone")
-    scheduler.update(batch, [9])
+    update(scheduler, batch, [9])
     assert seq.num_tokens == 6 and seq.block_ids == []
+
+
+def launch(scheduler: Scheduler) -> ScheduledBatch:
+    """Schedule and launch a step, leaving its draws in flight (async scheduling)."""
+    batch = scheduler.schedule()
+    scheduler.advance(batch, [token_id is not None for token_id in sample(batch)])
+    return batch
+
+
+def test_a_launched_draw_holds_an_unresolved_token_until_resolved():
+    scheduler = make_scheduler()
+    seq = add(scheduler, [1] * 6)
+    batch = launch(scheduler)
+    assert seq.num_computed_tokens == 6 and seq.token_ids[6:] == [UNRESOLVED]
+    scheduler.resolve(batch, [9])
+    assert seq.output_token_ids == [9]
+
+
+def test_the_next_step_is_scheduled_while_a_draw_is_in_flight():
+    scheduler = make_scheduler()
+    seq = add(scheduler, [1] * 6)
+    first = launch(scheduler)
+    second = launch(scheduler)  # decodes the unresolved token
+    assert second.seqs == [seq] and second.num_new_tokens == [1]
+    assert seq.token_ids[6:] == [UNRESOLVED, UNRESOLVED]
+    scheduler.resolve(first, [9])
+    scheduler.resolve(second, [8])
+    assert seq.output_token_ids == [9, 8] and seq.num_computed_tokens == 7
+
+
+def test_a_sequence_whose_last_token_is_in_flight_is_not_scheduled_again():
+    scheduler = make_scheduler()
+    seq = Sequence([1] * 6, SamplingParams(max_tokens=1))
+    scheduler.add(seq)
+    launch(scheduler)
+    assert scheduler.schedule().is_empty
+
+
+def test_a_block_ending_in_an_unresolved_token_is_cached_only_once_resolved():
+    scheduler = make_scheduler(block_size=4)
+    seq = add(scheduler, [1] * 3)
+    first = launch(scheduler)  # draws token 3, the first block's last
+    launch(scheduler)  # computes token 3 before the host knows it
+    probe = Sequence([1, 1, 1, 7, 0])
+    scheduler.block_manager.cache_full_blocks(seq)
+    assert scheduler.block_manager.get_computed_prefix(probe)[1] == 0
+    scheduler.resolve(first, [7])
+    assert scheduler.block_manager.get_computed_prefix(probe) == (seq.block_ids[:1], 4)
+
+
+def test_a_sequence_preempted_with_a_draw_in_flight_keeps_the_draw():
+    scheduler = make_scheduler(num_blocks=4, prefix_caching=False)
+    first, second = add(scheduler, [1] * 8), add(scheduler, [2] * 8)
+    in_flight = launch(scheduler)  # both prompts fill their two blocks; both draws in flight
+    batch = scheduler.schedule()  # first's draw needs a third block: second goes back to waiting
+    assert batch.seqs == [first] and batch.preempted == [second]
+    scheduler.advance(batch, [True])
+    scheduler.resolve(in_flight, [5, 6])
+    assert first.token_ids[8:] == [5, UNRESOLVED]
+    assert second.token_ids[8:] == [6] and second.status is SequenceStatus.WAITING
 
 
 def test_abort_frees_running_and_waiting_sequences():
@@ -291,7 +357,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             for pos in range(seq.num_computed_tokens + n):
                 assert self.kv[self.slot(seq, pos)] == tuple(seq.token_ids[:pos + 1])
-        self.scheduler.update(batch, sample(batch, token_id))
+        update(self.scheduler, batch, sample(batch, token_id))
         for seq in batch.seqs:  # the engine's stop checks
             if seq.num_output_tokens >= seq.sampling_params.max_tokens or seq.num_tokens >= MAX_MODEL_LEN:
                 self.scheduler.finish(seq, FinishReason.LENGTH)

@@ -5,6 +5,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 import torch
 
 from lite.backends import reference
@@ -94,8 +95,10 @@ class GraphRunner(ABC):
         """Whether a captured graph serves this step (e.g. decodes only, few enough of them)."""
 
     @abstractmethod
-    def replay(self, token_ids: list[int], positions: list[int], layout: BatchLayout) -> torch.Tensor:
-        """The model's hidden states [tokens, hidden] for this step, as model.forward returns them."""
+    def replay(self, token_ids: list[int], positions: list[int], layout: BatchLayout,
+               device_token_ids: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The model's hidden states [tokens, hidden] for this step, as model.forward returns them.
+        `device_token_ids` (rows, ids), both on the device, overrides those rows' token ids."""
 
 
 @dataclass
@@ -110,6 +113,9 @@ class Backend(ABC):
     name: ClassVar[str]
     device_type: ClassVar[str]  # the torch device string: cuda | npu | xpu | cpu
     preferred_block_size: ClassVar[int] = 16
+    # True where a forward pass returns once its work is queued on the device, so the host can
+    # schedule the next step while the device runs this one (the engine's async scheduling).
+    runs_ahead: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -155,6 +161,16 @@ class Backend(ABC):
 
     def default_dtype(self, checkpoint_dtype: torch.dtype) -> torch.dtype:
         return checkpoint_dtype
+
+    def upload(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the device, without waiting for the work queued there."""
+        return torch.from_numpy(array).to(self.device)
+
+    def download(self, tensors: dict[str, torch.Tensor]) -> Callable[[], dict[str, torch.Tensor]]:
+        """Start copying device tensors to the host; the call returned waits for these alone, not
+        for whatever was queued on the device after them."""
+        host = {name: tensor.cpu() for name, tensor in tensors.items()}
+        return lambda: host
 
     def synchronize(self) -> None:
         pass

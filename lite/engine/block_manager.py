@@ -16,7 +16,7 @@ import hashlib
 from array import array
 from collections import OrderedDict
 
-from lite.engine.sequence import Sequence
+from lite.engine.sequence import UNRESOLVED, Sequence
 
 
 def hash_block(parent_hash: bytes | None, token_ids: tuple[int, ...]) -> bytes:
@@ -126,6 +126,8 @@ class BlockManager:
         hashes = self._seq_block_hashes[seq.seq_id]  # seeded on admission
         for i in range(len(hashes), seq.num_computed_tokens // self.block_size):
             token_ids = self._block_token_ids(seq, i)
+            if UNRESOLVED in token_ids:  # a draw still on the device: cached once it is filled in
+                return
             hashes.append(hash_block(hashes[-1] if hashes else None, token_ids))
             block = self.blocks[seq.block_ids[i]]
             # Another sequence may have computed the same block first: keep its entry; this

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from lite.config import EngineConfig, ModelConfig, SchedulerConfig, resolve_kv_c
 from lite.engine.block_manager import BlockManager
 from lite.engine.loader import checkpoint_dtype, load_model
 from lite.engine.outputs import RequestOutput, RequestState
-from lite.engine.runner import ModelRunner
-from lite.engine.scheduler import Scheduler
+from lite.engine.runner import LaunchedStep, ModelRunner
+from lite.engine.scheduler import ScheduledBatch, Scheduler
 from lite.engine.sequence import FinishReason, SamplingParams, Sequence
 from lite.engine.tokenizer import Tokenizer
 
@@ -51,6 +52,11 @@ class LLMEngine:
                                   self.block_size, config.seed)
         if not config.enforce_eager:
             self.runner.capture_graphs(config.max_num_seqs, self.max_model_len)
+        self.async_scheduling = (self.backend.runs_ahead if config.async_scheduling is None
+                                 else config.async_scheduling)
+        # Launched steps whose tokens have not reached the host yet: at most one under async
+        # scheduling, none otherwise between calls to step().
+        self.in_flight: deque[tuple[ScheduledBatch, LaunchedStep]] = deque()
         self.requests: dict[str, RequestState] = {}
         self.total_computed_tokens = 0  # tokens run through the model: prefill savings show here
         logger.info("engine ready in %.1fs: %s on %s, %s, max_model_len %d, %d KV blocks of %d tokens "
@@ -104,7 +110,7 @@ class LLMEngine:
         scratch = self.backend.allocate_kv_cache(replace(spec, num_blocks=num_blocks))
         seq = Sequence([0] * tokens, SamplingParams(temperature=0, max_tokens=1))
         seq.block_ids = list(range(num_blocks))
-        ModelRunner(self.model, self.backend, scratch, self.block_size).execute([seq], [tokens])
+        ModelRunner(self.model, self.backend, scratch, self.block_size).launch([seq], [tokens]).samples()
 
     def build_sequence(self, prompt: str | list[int] | list[dict], params: SamplingParams | None = None,
                        request_id: str | None = None, prompt_embeds: torch.Tensor | None = None,
@@ -157,20 +163,40 @@ class LLMEngine:
         return state.finish(FinishReason.ABORT)
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished()
+        return self.scheduler.has_unfinished() or bool(self.in_flight)
 
     def step(self) -> list[RequestOutput]:
+        """Launch the next step and report the tokens that reached the host. Under async
+        scheduling that is the previous step's: the host schedules and detokenizes while the
+        device computes."""
+        outputs = []
+        if self.in_flight and not self._may_run_ahead():
+            outputs += self._finish(*self.in_flight.popleft())
         batch = self.scheduler.schedule()
-        if batch.is_empty:
-            return []
-        samples = self.runner.execute(batch.seqs, batch.num_new_tokens)
-        self.total_computed_tokens += batch.num_tokens
-        self.scheduler.update(batch, [s.token_id if s is not None else None for s in samples])
+        if not batch.is_empty:
+            launched = self.runner.launch(batch.seqs, batch.num_new_tokens)
+            sampled = set(launched.sampled)
+            self.scheduler.advance(batch, [i in sampled for i in range(len(batch.seqs))])
+            self.total_computed_tokens += batch.num_tokens
+            self.in_flight.append((batch, launched))
+        # The newest step stays in flight only while the device has it to work on.
+        keep = 1 if self.async_scheduling and not batch.is_empty else 0
+        while len(self.in_flight) > keep:
+            outputs += self._finish(*self.in_flight.popleft())
+        return outputs
+
+    def _may_run_ahead(self) -> bool:
+        return self.async_scheduling and not any(seq.reads_own_tokens for seq in self.scheduler.running)
+
+    def _finish(self, batch: ScheduledBatch, launched: LaunchedStep) -> list[RequestOutput]:
+        samples = launched.samples()
+        self.scheduler.resolve(batch, [s.token_id if s is not None else None for s in samples])
         outputs = []
         for seq, sample in zip(batch.seqs, samples):
-            if sample is None or seq.request_id not in self.requests:
+            state = self.requests.get(seq.request_id)
+            # Finished while its last step ran (a stop, an abort): that step's draw is dropped.
+            if sample is None or state is None or state.seq is not seq:
                 continue
-            state = self.requests[seq.request_id]
             output = state.on_token(sample)
             if output.finished:
                 self.scheduler.finish(seq, seq.finish_reason or FinishReason(output.finish_reason))

@@ -31,6 +31,8 @@ class RequestState:
     detokenizer: IncrementalDetokenizer = field(init=False)
     stops: StopChecker = field(init=False)
     logprobs: list[SampleResult] | None = field(init=False)
+    # The tokens reported so far: the sequence itself may already hold a draw still in flight.
+    token_ids: list[int] = field(init=False, default_factory=list)
 
     def __post_init__(self):
         self.detokenizer = IncrementalDetokenizer(self.tokenizer, self.seq.prompt_token_ids)
@@ -38,8 +40,9 @@ class RequestState:
         self.logprobs = [] if self.seq.sampling_params.logprobs is not None else None
 
     def on_token(self, sample: SampleResult) -> RequestOutput:
-        """The sequence has just appended `sample.token_id`: decide whether it is finished."""
+        """The sequence sampled `sample.token_id`: decide whether it is finished."""
         seq, params, token_id = self.seq, self.seq.sampling_params, sample.token_id
+        self.token_ids.append(token_id)
         if self.logprobs is not None:
             self.logprobs.append(sample)
         reason, stop_reason, delta = None, None, ""
@@ -51,8 +54,8 @@ class RequestState:
             delta = self.stops.feed(self.detokenizer.feed(token_id))
             if self.stops.is_stopped:
                 reason, stop_reason = FinishReason.STOP, self.stops.matched_stop
-        if reason is None and (seq.num_output_tokens >= params.max_tokens
-                               or seq.num_tokens >= self.max_model_len):
+        if reason is None and (len(self.token_ids) >= params.max_tokens
+                               or seq.num_prompt_tokens + len(self.token_ids) >= self.max_model_len):
             reason = FinishReason.LENGTH
         if reason is not None:
             seq.finish_reason = reason
@@ -65,7 +68,7 @@ class RequestState:
     def _output(self, delta: str, reason: FinishReason | None, stop_reason) -> RequestOutput:
         return RequestOutput(
             request_id=self.seq.request_id, prompt_token_ids=self.seq.prompt_token_ids,
-            token_ids=self.seq.output_token_ids, text=self.stops.text, delta_text=delta,
+            token_ids=list(self.token_ids), text=self.stops.text, delta_text=delta,
             finished=reason is not None, finish_reason=reason.value if reason else None,
             stop_reason=stop_reason, num_cached_tokens=self.seq.num_cached_tokens,
             logprobs=self.logprobs)

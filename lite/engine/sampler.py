@@ -9,7 +9,7 @@ a preemption, and on any device.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -26,17 +26,47 @@ class SampleResult:
     top_logprobs: list[tuple[int, float]] | None = None  # (token id, logprob), best first
 
 
+@dataclass
+class Draws:
+    """One step's sampled tokens, and the logprobs asked for, as tensors: on the logits' device
+    when the sampler returns them, so the host can read them a step later (async scheduling)."""
+    params: list[SamplingParams]
+    token_ids: torch.Tensor  # [rows] int64
+    chosen_logprobs: torch.Tensor | None = None  # [rows]: the sampled tokens' own
+    top_logprobs: torch.Tensor | None = None  # [rows, most requested], best first
+    top_ids: torch.Tensor | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "params" and getattr(self, f.name) is not None}
+
+    def results(self) -> list[SampleResult]:
+        """Per-row results; reading device tensors here waits for the device."""
+        results = [SampleResult(token_id) for token_id in self.token_ids.tolist()]
+        if self.chosen_logprobs is None:
+            return results
+        chosen = self.chosen_logprobs.tolist()
+        top_values = self.top_logprobs.tolist() if self.top_logprobs is not None else None
+        top_ids = self.top_ids.tolist() if self.top_ids is not None else None
+        for i, (result, p) in enumerate(zip(results, self.params)):
+            if p.logprobs is not None:
+                result.logprob = chosen[i]
+                if p.logprobs:
+                    result.top_logprobs = list(zip(top_ids[i][:p.logprobs], top_values[i][:p.logprobs]))
+        return results
+
+
 class Sampler:
     def __init__(self, seed: int = 0):
         self.seed = seed
         self.num_draws = 0  # keys the noise of requests without a seed of their own
 
-    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampleResult]:
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> Draws:
         """logits: [len(seqs), vocab] float32 on the model's device, one row per sequence that samples."""
         params = [s.sampling_params for s in seqs]
         if all(p.is_greedy and not p.has_penalties and p.logprobs is None and not p.logit_bias
                and s.logits_processor is None for p, s in zip(params, seqs)):
-            return [SampleResult(token_id) for token_id in logits.argmax(dim=-1).tolist()]
+            return Draws(params, logits.argmax(dim=-1))
         # Logprobs report the model's own distribution, before penalties, biases and grammar masks.
         raw_logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs is not None for p in params) else None
         for i, seq in enumerate(seqs):
@@ -48,7 +78,7 @@ class Sampler:
             token_ids = logits.argmax(dim=-1)
         else:
             token_ids = sample(logits, params, self._noise_keys(seqs))
-        return _results(token_ids, raw_logprobs, params)
+        return _draws(token_ids, raw_logprobs, params)
 
     def _noise_keys(self, seqs: list[Sequence]) -> list[int]:
         keys = []
@@ -65,13 +95,15 @@ class Sampler:
 
 
 def sample(logits: torch.Tensor, params: list[SamplingParams], noise_keys: list[int]) -> torch.Tensor:
-    """One token id per row of logits [batch, vocab]; greedy rows take the argmax."""
+    """One token id per row of logits [batch, vocab]; greedy rows take the argmax.
+
+    The rows' settings go over in non-blocking copies and the rows to restrict are picked on the
+    host, so that sampling queues behind the forward pass instead of waiting for it (async
+    scheduling); only a row that may need its whole vocabulary sorted waits for the device."""
     device, vocab = logits.device, logits.shape[-1]
-    temperature = torch.tensor([p.temperature for p in params], device=device)
-    top_k = torch.tensor([p.top_k or vocab for p in params], device=device)
-    top_p = torch.tensor([p.top_p for p in params], device=device)
-    min_p = torch.tensor([p.min_p for p in params], device=device)
-    keys = torch.tensor(noise_keys, device=device).unsqueeze(1)
+    temperature, top_p, min_p = _on(device, [[p.temperature, p.top_p, p.min_p] for p in params], torch.float32).T
+    top_k, keys = _on(device, [[p.top_k or vocab, k] for p, k in zip(params, noise_keys)], torch.int64).T
+    keys = keys.unsqueeze(1)
     greedy = temperature == 0
     probs = torch.softmax(logits / torch.where(greedy, 1.0, temperature).unsqueeze(1), dim=-1)
 
@@ -79,23 +111,33 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], noise_keys: list[
     # Top-k and top-p rows draw among their likeliest tokens, found with topk; a row whose nucleus
     # is wider than those (a flat distribution) sorts the vocabulary. Rows with neither top-k nor
     # top-p draw from the whole vocabulary.
-    restricted = (~greedy & ((top_k < vocab) | (top_p < 1.0))).nonzero().squeeze(1)
-    if restricted.numel():
+    has_top_k = [0 < p.top_k < vocab for p in params]
+    restricted_rows = [i for i, p in enumerate(params) if p.temperature and (has_top_k[i] or p.top_p < 1.0)]
+    if restricted_rows:
+        restricted = _on(device, restricted_rows, torch.int64)
         num_candidates = min(vocab, max(TOP_CANDIDATES, max(p.top_k for p in params)))
         top_probs, top_ids = probs[restricted].topk(num_candidates, dim=-1)
         keep = _kept(top_probs, top_k[restricted], top_p[restricted], min_p[restricted])
         token_ids[restricted] = top_ids.gather(1, _race(top_probs * keep, keys[restricted], top_ids)).squeeze(1)
-        wide = restricted[(top_k[restricted] >= vocab) & (top_probs.sum(dim=-1) < top_p[restricted])]
-        if wide.numel():
-            sorted_probs, order = probs[wide].sort(dim=-1, descending=True)
-            keep = torch.zeros_like(order, dtype=torch.bool).scatter_(
-                1, order, _kept(sorted_probs, top_k[wide], top_p[wide], min_p[wide]))
-            token_ids[wide] = _race(probs[wide] * keep, keys[wide], _vocab_ids(vocab, device)).squeeze(1)
-    whole = (~greedy & (top_k >= vocab) & (top_p >= 1.0)).nonzero().squeeze(1)
-    if whole.numel():
+        if not all(has_top_k[i] for i in restricted_rows):
+            wide = restricted[(top_k[restricted] >= vocab) & (top_probs.sum(dim=-1) < top_p[restricted])]
+            if wide.numel():
+                sorted_probs, order = probs[wide].sort(dim=-1, descending=True)
+                keep = torch.zeros_like(order, dtype=torch.bool).scatter_(
+                    1, order, _kept(sorted_probs, top_k[wide], top_p[wide], min_p[wide]))
+                token_ids[wide] = _race(probs[wide] * keep, keys[wide], _vocab_ids(vocab, device)).squeeze(1)
+    whole_rows = [i for i, p in enumerate(params) if p.temperature and not has_top_k[i] and p.top_p >= 1.0]
+    if whole_rows:
+        whole = _on(device, whole_rows, torch.int64)
         keep = probs[whole] >= min_p[whole].unsqueeze(1) * probs[whole].amax(dim=-1, keepdim=True)
         token_ids[whole] = _race(probs[whole] * keep, keys[whole], _vocab_ids(vocab, device)).squeeze(1)
     return token_ids
+
+
+def _on(device: torch.device, values: list, dtype: torch.dtype) -> torch.Tensor:
+    # A copy from pageable memory that does not wait for the device's queue (cudaMemcpyAsync
+    # stages it); a blocking one would wait for the forward pass in flight.
+    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
 
 
 def _vocab_ids(vocab: int, device: torch.device) -> torch.Tensor:
@@ -137,22 +179,13 @@ def _mix(*values: int) -> int:
     return state & _MASK32
 
 
-def _results(token_ids: torch.Tensor, raw_logprobs: torch.Tensor | None,
-             params: list[SamplingParams]) -> list[SampleResult]:
-    results = [SampleResult(token_id) for token_id in token_ids.tolist()]
+def _draws(token_ids: torch.Tensor, raw_logprobs: torch.Tensor | None, params: list[SamplingParams]) -> Draws:
     if raw_logprobs is None:
-        return results
-    chosen = raw_logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1).tolist()
+        return Draws(params, token_ids)
+    chosen = raw_logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
     most = max(p.logprobs or 0 for p in params)
     top_values, top_ids = raw_logprobs.topk(most, dim=-1) if most else (None, None)
-    top_values = top_values.tolist() if most else None
-    top_ids = top_ids.tolist() if most else None
-    for i, (result, p) in enumerate(zip(results, params)):
-        if p.logprobs is not None:
-            result.logprob = chosen[i]
-            if p.logprobs:
-                result.top_logprobs = list(zip(top_ids[i][:p.logprobs], top_values[i][:p.logprobs]))
-    return results
+    return Draws(params, token_ids, chosen, top_values, top_ids)
 
 
 def adjust_logits(logits: torch.Tensor, seq: Sequence) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from lite.config import SchedulerConfig
 from lite.engine.block_manager import BlockManager
-from lite.engine.sequence import FinishReason, Sequence, SequenceStatus
+from lite.engine.sequence import UNRESOLVED, FinishReason, Sequence, SequenceStatus
 
 
 @dataclass
@@ -22,6 +22,8 @@ class ScheduledBatch:
     # Tokens to compute this step for each of `seqs`, starting at seq.num_computed_tokens.
     num_new_tokens: list[int] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    # Set by Scheduler.advance: where each sequence's sampled token goes in its token_ids, or None.
+    draw_index: list[int | None] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -82,26 +84,42 @@ class Scheduler:
             self._admit_waiting(batch, budget)
         return batch
 
-    def update(self, batch: ScheduledBatch, sampled_token_ids: list[int | None]) -> None:
-        """Record a finished step: advance progress and append sampled tokens."""
-        steps = zip(batch.seqs, batch.num_new_tokens, sampled_token_ids, strict=True)
-        for seq, num_new_tokens, token_id in steps:
-            if seq.is_finished:  # aborted while the step ran
+    def advance(self, batch: ScheduledBatch, samples: list[bool]) -> None:
+        """Record a launched step: its tokens count as computed (their KV is written before any
+        later step reads it), and each sequence that samples holds an UNRESOLVED token until
+        `resolve` fills it in."""
+        batch.draw_index = [None] * len(batch.seqs)
+        for i, (seq, num_new_tokens, draws) in enumerate(zip(batch.seqs, batch.num_new_tokens, samples,
+                                                             strict=True)):
+            if seq.is_finished:  # aborted while the step was built
                 continue
             seq.num_computed_tokens += num_new_tokens
-            # The step wrote these tokens' KV: their full blocks can now be shared.
-            self.block_manager.cache_full_blocks(seq)
-            if token_id is not None:
+            if draws:
                 if seq.num_computed_tokens != seq.num_tokens:
                     raise ValueError(
                         f"request {seq.request_id} sampled a token before its prompt was computed")
-                seq.append_token(token_id)
+                batch.draw_index[i] = seq.num_tokens
+                seq.append_token(UNRESOLVED)
+
+    def resolve(self, batch: ScheduledBatch, sampled_token_ids: list[int | None]) -> None:
+        """The step's sampled tokens reached the host: fill them in and share the full blocks."""
+        for seq, index, token_id in zip(batch.seqs, batch.draw_index, sampled_token_ids, strict=True):
+            if seq.is_finished:  # finished or aborted while the step ran
+                continue
+            if index is not None:
+                seq.token_ids[index] = token_id
+            # A sequence preempted meanwhile has no blocks to share; it recomputes them later.
+            if seq.status is SequenceStatus.RUNNING:
+                self.block_manager.cache_full_blocks(seq)
 
     def _schedule_running(self, batch: ScheduledBatch) -> int:
         budget = self.config.max_num_batched_tokens
         index = 0
         while index < len(self.running) and budget > 0:
             seq = self.running[index]
+            if self._at_length_limit(seq):  # its last token is in flight: nothing left to compute
+                index += 1
+                continue
             num_new_tokens = self._num_new_tokens(seq, seq.num_computed_tokens, budget)
             if num_new_tokens == 0:
                 index += 1
@@ -148,6 +166,10 @@ class Scheduler:
             self.running.append(seq)
             batch.add(seq, num_new_tokens)
             budget -= num_new_tokens
+
+    def _at_length_limit(self, seq: Sequence) -> bool:
+        return (seq.num_output_tokens >= seq.sampling_params.max_tokens
+                or seq.num_tokens >= self.config.max_model_len)
 
     def _num_new_tokens(self, seq: Sequence, num_computed_tokens: int, budget: int) -> int:
         """Tokens `seq` computes this step within `budget`; 0 when it must wait."""

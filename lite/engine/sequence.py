@@ -84,6 +84,10 @@ class FinishReason(str, enum.Enum):
 
 _seq_ids = itertools.count()
 
+# The token id a sequence holds for a token sampled on the device but not yet read back: under
+# async scheduling the next step is launched first, and feeds the draw to the model on the device.
+UNRESOLVED = -1
+
 
 @dataclass(eq=False)
 class Sequence:
@@ -140,6 +144,12 @@ class Sequence:
     @property
     def num_uncomputed_tokens(self) -> int:
         return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def reads_own_tokens(self) -> bool:
+        """Whether sampling reads this sequence's earlier tokens (penalties, a grammar): then its
+        step cannot be launched before the previous step's token reaches the host."""
+        return self.sampling_params.has_penalties or self.logits_processor is not None
 
     @property
     def is_finished(self) -> bool:

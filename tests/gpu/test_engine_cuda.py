@@ -141,6 +141,19 @@ def test_decode_graphs_replay_and_match_eager(small_llama):
     assert assert_same_as_cpu(outputs, eager, NEAR_TIE[torch.bfloat16]) >= len(PROMPTS) * NEW_TOKENS // 2
 
 
+@pytest.mark.parametrize("params", [GREEDY, SamplingParams(temperature=1.0, top_p=0.9, seed=7,
+                                                          max_tokens=NEW_TOKENS, ignore_eos=True)],
+                         ids=["greedy", "seeded"])
+def test_async_scheduling_gives_the_tokens_of_synchronous_scheduling(small_llama, params):
+    folder, _ = small_llama
+    sync = engine(folder, dtype="float32", async_scheduling=False).generate(PROMPTS, params)
+    overlapped = engine(folder, dtype="float32")
+    assert overlapped.async_scheduling  # the CUDA default
+    # The same batches step for step (no request stops early), so the same kernels and tokens.
+    assert [o.token_ids for o in overlapped.generate(PROMPTS, params)] == [o.token_ids for o in sync]
+    assert overlapped.block_manager.num_free_blocks == overlapped.num_kv_blocks
+
+
 def test_chunked_prefill_and_prefix_cache_hits_give_the_same_tokens(small_llama):
     folder, _ = small_llama
     whole = engine(folder, max_num_batched_tokens=1024).generate(PROMPTS, GREEDY)

@@ -22,7 +22,7 @@ def test_seeded_rows_draw_the_same_tokens_on_cuda_and_cpu():
               SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.02, seed=4),
               SamplingParams(temperature=1.0, top_p=0.5, seed=5)]
     seqs = [Sequence([1, 2, 3], p) for p in params]
-    on_cpu = [r.token_id for r in Sampler()(logits.clone(), seqs)]
-    on_cuda = [r.token_id for r in Sampler()(logits.cuda(), seqs)]
+    on_cpu = [r.token_id for r in Sampler()(logits.clone(), seqs).results()]
+    on_cuda = [r.token_id for r in Sampler()(logits.cuda(), seqs).results()]
     assert on_cuda == on_cpu
     assert logits[5].softmax(-1).sort(descending=True).values[:TOP_CANDIDATES].sum() < 0.5

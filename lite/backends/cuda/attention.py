@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from lite.backends.base import AttentionOps, BatchLayout
+from lite.backends.cuda.host import upload
 from lite.backends.cuda.kernels.decode_attention import decode_attention, num_decode_splits
 from lite.backends.cuda.kernels.kv_store import store_kv
 from lite.backends.cuda.kernels.prefill_attention import prefill_attention
@@ -68,7 +69,7 @@ class CUDAAttention(AttentionOps):
             parts += [np.concatenate(([0], np.cumsum(prefill_lens))).astype(np.int64),
                       np.asarray(layout.context_lens[n:], dtype=np.int64),
                       block_table_array(layout.block_tables[n:], prefill_width).ravel()]
-        flat = torch.from_numpy(np.concatenate(parts)).to(self.device, non_blocking=True)
+        flat = upload(np.concatenate(parts), self.device)
         pieces = iter(flat.split([len(p) for p in parts]))
         slot_mapping = next(pieces)
         decode = prefill = None

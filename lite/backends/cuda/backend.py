@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 
+import numpy as np
 import torch
 
 from lite.backends.base import Availability, Backend, KVCacheSpec
@@ -23,6 +24,7 @@ def _keep_16_bit(weight: torch.Tensor) -> torch.Tensor:
 class CUDABackend(Backend):
     device_type = "cuda"
     preferred_block_size = 16
+    runs_ahead = True
 
     @classmethod
     def availability(cls) -> Availability:
@@ -84,6 +86,14 @@ class CUDABackend(Backend):
     def default_dtype(self, checkpoint_dtype: torch.dtype) -> torch.dtype:
         # A float32 checkpoint would read twice the bytes per token for no gain in serving.
         return torch.bfloat16 if checkpoint_dtype == torch.float32 else checkpoint_dtype
+
+    def upload(self, array: np.ndarray) -> torch.Tensor:
+        from lite.backends.cuda import host
+        return host.upload(array, self.device)
+
+    def download(self, tensors):
+        from lite.backends.cuda import host
+        return host.download(tensors)
 
     def synchronize(self) -> None:
         torch.cuda.synchronize(self.device)

@@ -71,7 +71,8 @@ class CUDAGraphRunner(GraphRunner):
         n = len(layout.query_lens)
         return 0 < n <= self.buckets[-1] and layout.num_decodes == n
 
-    def replay(self, token_ids: list[int], positions: list[int], layout: BatchLayout) -> torch.Tensor:
+    def replay(self, token_ids: list[int], positions: list[int], layout: BatchLayout,
+               device_token_ids: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         n = len(token_ids)
         rows = next(b for b in self.buckets if b >= n)
         # Padded rows keep their last token ids and positions (valid ones), store nothing and
@@ -83,7 +84,10 @@ class CUDAGraphRunner(GraphRunner):
         for row, table in enumerate(layout.block_tables):
             used = table[:self.width]
             self.host_tables[row, :len(used)] = used
-        self.static.copy_(torch.from_numpy(self.host))  # pageable source: done before it returns
+        # A fresh pinned copy each step: the previous step's copy may not have run yet.
+        self.static.copy_(torch.from_numpy(self.host).pin_memory(), non_blocking=True)
+        if device_token_ids is not None:
+            self.input_ids.index_copy_(0, *device_token_ids)
         graph, hidden = self.graphs[rows]
         graph.replay()
         return hidden[:n]
