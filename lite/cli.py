@@ -53,7 +53,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat-template", help="a Jinja chat template file to use instead of the model's")
     parser.add_argument("--load-format", choices=["auto", "dummy"], default="auto",
                         help="auto: the checkpoint's weights; dummy: random weights of the model's shapes, "
-                             "for benchmarks when only config.json is at hand (default: auto)")
+                             "for benchmarks when only config.json is at hand (a hub id then downloads "
+                             "no weights; default: auto)")
     parser.add_argument("--enforce-eager", action="store_true",
                         help="never replay captured graphs (CUDA graphs), for debugging or to save their memory")
     parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,

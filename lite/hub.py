@@ -36,6 +36,7 @@ HUB_ALLOW_PATTERNS = [
     "added_tokens.json", "vocab.json", "merges.txt", "vocab.txt",
     "chat_template.json", "chat_template.jinja", "preprocessor_config.json", "processor_config.json",
 ]
+WEIGHT_PATTERNS = ("*.safetensors",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
 # Dequantized weights are written in shards of at most this size, so peak memory stays bounded.
 MAX_SHARD_BYTES = 2 * 1024**3
@@ -63,8 +64,8 @@ class ModelSourceError(ValueError):
 
 def resolve_model(source: str | None, *, revision: str | None = None, token: str | None = None,
                   hub: str = "auto", cache_dir: str | None = None, require_weights: bool = True) -> Path:
-    """require_weights=False accepts a local folder with config.json and a tokenizer only, for
-    random weights (load_format="dummy")."""
+    """require_weights=False accepts a local folder with config.json and a tokenizer only, and
+    downloads no weights from a hub, for random weights (load_format="dummy")."""
     if hub not in HUBS:
         raise ModelSourceError(f"unknown hub {hub!r}: choose one of {', '.join(HUBS)}")
     if source is None:
@@ -82,11 +83,12 @@ def resolve_model(source: str | None, *, revision: str | None = None, token: str
         raise ModelSourceError(
             f"no such file or folder: {source!r} (and it is not a hub id like 'owner/name')")
     use_modelscope = hub == "modelscope" or (hub == "auto" and os.environ.get("LITE_USE_MODELSCOPE") == "1")
+    patterns = [p for p in HUB_ALLOW_PATTERNS if require_weights or p not in WEIGHT_PATTERNS]
     if use_modelscope:
-        folder = download_from_modelscope(source, revision, token)
+        folder = download_from_modelscope(source, revision, token, patterns)
     else:
-        folder = download_from_hf(source, revision, token)
-    validate_model_folder(folder)
+        folder = download_from_hf(source, revision, token, patterns, require_weights)
+    validate_model_folder(folder, require_weights)
     return folder
 
 
@@ -129,17 +131,18 @@ def validate_model_folder(folder: Path, require_weights: bool = True) -> None:
 
 # ---------------------------------------------------------------------------------------- hubs
 
-def download_from_hf(repo_id: str, revision: str | None, token: str | None) -> Path:
+def download_from_hf(repo_id: str, revision: str | None, token: str | None, allow_patterns: list[str],
+                     require_weights: bool = True) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError
 
     # Read at call time: huggingface_hub reads HF_ENDPOINT only once, when it is imported.
     endpoint = os.environ.get("HF_ENDPOINT", DEFAULT_HF_ENDPOINT).rstrip("/")
     request = dict(repo_id=repo_id, revision=revision, token=token, endpoint=endpoint,
-                   allow_patterns=HUB_ALLOW_PATTERNS)
+                   allow_patterns=allow_patterns)
     try:  # already in the local HF cache: use it without touching the network
         folder = Path(snapshot_download(**request, local_files_only=True))
-        validate_model_folder(folder)
+        validate_model_folder(folder, require_weights)
         logger.info("Using %s from the local Hugging Face cache: %s", repo_id, folder)
         return folder
     except (LocalEntryNotFoundError, ModelSourceError):
@@ -161,7 +164,8 @@ def download_from_hf(repo_id: str, revision: str | None, token: str | None) -> P
             "the id and revision; gated or private models need a token (HF_TOKEN)") from error
 
 
-def download_from_modelscope(model_id: str, revision: str | None, token: str | None) -> Path:
+def download_from_modelscope(model_id: str, revision: str | None, token: str | None,
+                             allow_patterns: list[str]) -> Path:
     if importlib.util.find_spec("modelscope") is None:
         raise ModelSourceError(
             f"downloading {model_id} from ModelScope needs the modelscope package: pip install modelscope "
@@ -172,7 +176,7 @@ def download_from_modelscope(model_id: str, revision: str | None, token: str | N
     if token:
         HubApi().login(token)
     logger.info("Downloading %s (revision %s) from ModelScope", model_id, revision or "master")
-    return Path(snapshot_download(model_id, revision=revision, allow_patterns=HUB_ALLOW_PATTERNS))
+    return Path(snapshot_download(model_id, revision=revision, allow_patterns=allow_patterns))
 
 
 def _is_reachable(endpoint: str) -> bool:

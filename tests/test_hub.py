@@ -335,6 +335,30 @@ def test_cached_hub_model_is_used_offline(offline_hf_cache, smollm2_dir):
     assert resolve_model("acme/smol") == snapshot
 
 
+def test_dummy_load_format_downloads_config_and_tokenizer_but_no_weights(offline_hf_cache, smollm2_dir,
+                                                                        monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    requested = []
+
+    def fake_download(repo_id, allow_patterns, local_files_only=False, **_):
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        requested.extend(allow_patterns)
+        folder = offline_hf_cache / "snapshot"
+        folder.mkdir()
+        for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+            (folder / name).symlink_to(smollm2_dir / name)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    monkeypatch.setattr(hub, "_is_reachable", lambda endpoint: True)
+    folder = resolve_model("acme/smol", require_weights=False)
+    assert (folder / "config.json").is_file()
+    assert "config.json" in requested and not any(p.endswith(".safetensors") for p in requested)
+
+
 def test_modelscope_without_package_says_pip_install(monkeypatch):
     if hub.importlib.util.find_spec("modelscope") is not None:
         pytest.skip("modelscope is installed")
