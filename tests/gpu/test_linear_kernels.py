@@ -34,3 +34,16 @@ def test_int4_dequantization_is_exact(device):
     int4 = quantize_int4(torch.randn(300, 512), 128)
     prepared = linear.prepare_w4a16(int4, device)
     assert torch.equal(linear.dequantize_int4(prepared, torch.float32).cpu(), int4.dequantize(torch.float32))
+
+
+def test_split_k_gemv_sums_are_identical_call_after_call(device):
+    # The last split to arrive adds the partials in split order, whichever arrives last, and
+    # leaves its counters at zero for the next call (another shape's call in between included).
+    narrow = linear.prepare_w4a16(quantize_int4(torch.randn(4096 + 48, 2048), 128), device)
+    other = linear.prepare_w4a16(quantize_int4(torch.randn(1000, 1024), 128), device)
+    x = torch.randn(1, 2048, device=device, dtype=torch.bfloat16)
+    assert linear.GEMV_CONFIG["splits"] > 1 and narrow.shape[0] < linear.MANY_ROWS
+    first = linear.linear_w4a16(x, narrow)
+    for _ in range(20):
+        linear.linear_w4a16(x[:, :1024], other)
+        assert torch.equal(linear.linear_w4a16(x, narrow), first)

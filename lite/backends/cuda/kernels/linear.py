@@ -2,7 +2,8 @@
 
 Decode reads every weight once per step, so at batch 1 what matters is streaming the packed
 int4 bytes at full bandwidth: a GEMV that multiplies the raw nibbles with the activations and
-applies each group's scale and zero once, to the group's sum. A few rows (batched decode) go
+applies each group's scale and zero once, to the group's sum, split along K where a projection
+has too few rows to keep every multiprocessor busy. A few rows (batched decode) go
 through a skinny GEMM that dequantizes tiles in registers for tl.dot; prefill-sized batches
 dequantize the weight once per call and use cuBLAS, where the matmul, not the read, sets the pace.
 16-bit linears stay on cuBLAS, which reads large bf16 weights at ~94% of the copy rate on
@@ -33,23 +34,29 @@ class CUDAInt4Weight:
 
 
 @triton.jit
-def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, N, K,
+def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, partial_ptr, count_ptr, N, K,
                       GROUP: tl.constexpr, GROUPS_PER_TILE: tl.constexpr, HAS_BIAS: tl.constexpr,
-                      BLOCK_N: tl.constexpr):
-    # out[N] = W[N, K] @ x[K]. Grid: (cdiv(N, BLOCK_N),); a program streams BLOCK_N whole rows,
-    # GROUPS_PER_TILE groups at a time as a [BLOCK_N, GROUPS_PER_TILE, GROUP / 2] byte tile.
+                      BLOCK_N: tl.constexpr, SPLITS: tl.constexpr):
+    # out[N] = W[N, K] @ x[K]. Grid: (cdiv(N, BLOCK_N), SPLITS); a program streams BLOCK_N rows over
+    # one of SPLITS slices of the groups, GROUPS_PER_TILE groups at a time as a
+    # [BLOCK_N, GROUPS_PER_TILE, GROUP / 2] byte tile.
     # A nibble shifted into the top mantissa bits of 1.0f (a shift and one LOP3, no int-to-float
     # conversion) is the float f = 1 + q / 16, so per group
     # sum_k (q_k - z) s x_k = s (16 sum_k f_k x_k - (16 + z) sum_k x_k): scale and zero once per group.
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    block = tl.program_id(0)
+    split = tl.program_id(1)
+    rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
     g = tl.arange(0, GROUPS_PER_TILE)
     half = tl.arange(0, GROUP // 2)
     num_groups = K // GROUP
+    per_split = tl.cdiv(num_groups, SPLITS)
+    first = split * per_split
+    last = tl.minimum(first + per_split, num_groups)
     acc = tl.zeros((BLOCK_N,), tl.float32)
-    for g0 in range(0, num_groups, GROUPS_PER_TILE):
+    for g0 in range(first, last, GROUPS_PER_TILE):
         groups = g0 + g  # [G]
-        group_mask = groups < num_groups
+        group_mask = groups < last
         cols = groups[:, None] * (GROUP // 2) + half[None, :]  # [G, GROUP / 2] byte index in a row
         packed = tl.load(w_ptr + rows[:, None, None] * (K // 2) + cols[None, :, :],
                          mask=row_mask[:, None, None] & group_mask[None, :, None], other=0).to(tl.int32)
@@ -64,9 +71,25 @@ def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, N,
         scale = tl.load(scales_ptr + meta, mask=meta_mask, other=0.0).to(tl.float32)
         zero = tl.load(zeros_ptr + meta, mask=meta_mask, other=0).to(tl.float32)
         acc += tl.sum(scale * (16.0 * dots - (16.0 + zero) * x_sums[None, :]), axis=1)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=row_mask)
+    if SPLITS > 1:
+        # Split-K without a second launch: each split leaves its partial sums, and the last split of
+        # this row block to arrive adds them in split order (the same result whatever the arrival
+        # order) and resets the block's counter for the next call.
+        tl.store(partial_ptr + split * N + rows, acc, mask=row_mask)
+        tl.debug_barrier()  # every thread's partial is written before the counter moves
+        arrived = tl.atomic_add(count_ptr + block, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLITS - 1:
+            acc = tl.zeros((BLOCK_N,), tl.float32)
+            for s in tl.static_range(SPLITS):
+                acc += tl.load(partial_ptr + s * N + rows, mask=row_mask, other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(count_ptr + block, 0, sem="relaxed", scope="gpu")
+            if HAS_BIAS:
+                acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+            tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=row_mask)
+    else:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=row_mask)
 
 
 @triton.jit
@@ -113,24 +136,36 @@ def _dequantize_int4_kernel(w_ptr, scales_ptr, zeros_ptr, out_ptr, K, GROUP: tl.
 
 SKINNY_MAX_ROWS = 16  # up to here one padded tl.dot tile; beyond, dequantize + cuBLAS
 # The best tiles per Llama-3-8B projection on an H100 (benchmarks/int4_gemv_variants.py, NOTES.md):
-# many rows (gate_up) favour small tiles and few warps; few rows or long ones (qkv, o, down) more
-# groups per tile and more warps.
-GEMV_CONFIG_MANY_ROWS = dict(block_n=16, groups_per_tile=4, num_warps=2, num_stages=1)
-GEMV_CONFIG = dict(block_n=16, groups_per_tile=16, num_warps=8, num_stages=1)
+# many rows (gate_up) keep every SM busy with small tiles; fewer rows (qkv, o, down) split K 8 ways
+# to have programs enough to hide the memory latency.
+GEMV_CONFIG_MANY_ROWS = dict(block_n=16, groups_per_tile=4, splits=1, num_warps=2)
+GEMV_CONFIG = dict(block_n=32, groups_per_tile=2, splits=8, num_warps=2)
 MANY_ROWS = 16384
 SKINNY_CONFIG = dict(block_n=32, block_k=128, num_warps=4, num_stages=3)
+# Split-K scratch per (device, rows, splits, row tiles): partial sums, and arrival counters that
+# the kernel leaves at zero. One step's projections run one after another on one stream, so
+# projections of a shape share them, and CUDA graphs capture their fixed addresses.
+_split_scratch: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def int4_gemv(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None = None, block_n: int = 16,
-              groups_per_tile: int = 16, num_warps: int = 8, num_stages: int = 1) -> torch.Tensor:
+def int4_gemv(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None = None, block_n: int = 32,
+              groups_per_tile: int = 2, splits: int = 8, num_warps: int = 2) -> torch.Tensor:
     """One row: x [K] (any leading shape of one element) -> [..., N]."""
     n, k = weight.shape
     row = x.reshape(k).contiguous()
     out = torch.empty(n, dtype=x.dtype, device=x.device)
-    _int4_gemv_kernel[(triton.cdiv(n, block_n),)](
-        row, weight.packed, weight.scales, weight.zeros, bias if bias is not None else weight.scales, out, n, k,
-        GROUP=weight.group_size, GROUPS_PER_TILE=groups_per_tile, HAS_BIAS=bias is not None, BLOCK_N=block_n,
-        num_warps=num_warps, num_stages=num_stages)
+    blocks = triton.cdiv(n, block_n)
+    partial = count = out
+    if splits > 1:
+        key = (x.device, n, splits, blocks)
+        if key not in _split_scratch:
+            _split_scratch[key] = (torch.empty(splits * n, dtype=torch.float32, device=x.device),
+                                   torch.zeros(blocks, dtype=torch.int32, device=x.device))
+        partial, count = _split_scratch[key]
+    _int4_gemv_kernel[(blocks, splits)](
+        row, weight.packed, weight.scales, weight.zeros, bias if bias is not None else weight.scales, out,
+        partial, count, n, k, GROUP=weight.group_size, GROUPS_PER_TILE=groups_per_tile,
+        HAS_BIAS=bias is not None, BLOCK_N=block_n, SPLITS=splits, num_warps=num_warps, num_stages=1)
     return out.view(*x.shape[:-1], n)
 
 
