@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from typing import Callable
 
 import numpy as np
 import torch
@@ -91,7 +92,7 @@ class CUDABackend(Backend):
         from lite.backends.cuda import host
         return host.upload(array, self.device)
 
-    def download(self, tensors):
+    def download(self, tensors: dict[str, torch.Tensor]) -> Callable[[], dict[str, torch.Tensor]]:
         from lite.backends.cuda import host
         return host.download(tensors)
 

@@ -1,8 +1,9 @@
 """Host <-> device copies that leave the host free while the GPU works through its queue.
 
-A copy from pageable memory waits for everything queued before it, which would stall the host
-for a whole forward pass under async scheduling; pinned buffers from PyTorch's caching host
-allocator (which keeps a buffer until its copy has run) let the copies queue like kernels.
+A blocking copy waits for everything queued before it, which would stall the host for a whole
+forward pass under async scheduling. Pinned buffers from PyTorch's caching host allocator (which
+keeps a buffer until its copy has run) let copies queue like kernels, in both directions: a
+device-to-host copy into pageable memory cannot be left to finish later.
 """
 from __future__ import annotations
 
