@@ -141,6 +141,22 @@ def test_decode_graphs_replay_and_match_eager(small_llama):
     assert assert_same_as_cpu(outputs, eager, NEAR_TIE[torch.bfloat16]) >= len(PROMPTS) * NEW_TOKENS // 2
 
 
+def test_dependent_launches_give_the_tokens_and_logprobs_of_ordinary_launches(small_llama, monkeypatch):
+    # A kernel that touched another's memory before its wait would race: outputs would drift.
+    from lite.backends.cuda.kernels import pdl
+    if not pdl.launch_options(torch.device("cuda"))["USE_PDL"]:
+        pytest.skip("programmatic dependent launch needs compute capability 9.0 or newer")
+    folder, _ = small_llama
+    dependent = engine(folder).generate(PROMPTS, GREEDY)
+    monkeypatch.setenv("LITE_PDL", "0")
+    pdl._enabled.cache_clear()
+    try:
+        ordinary = engine(folder).generate(PROMPTS, GREEDY)
+    finally:
+        pdl._enabled.cache_clear()
+    assert [(o.token_ids, o.logprobs) for o in dependent] == [(o.token_ids, o.logprobs) for o in ordinary]
+
+
 @pytest.mark.parametrize("params", [GREEDY, SamplingParams(temperature=1.0, top_p=0.9, seed=7,
                                                           max_tokens=NEW_TOKENS, ignore_eos=True)],
                          ids=["greedy", "seeded"])

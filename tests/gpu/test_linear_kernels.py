@@ -8,7 +8,7 @@ pytest.importorskip("triton")
 
 from .gpu_helpers import assert_close, poison_allocator, skip_bf16_dot_in_interpreter  # noqa: E402
 from lite.backends import reference  # noqa: E402
-from lite.backends.cuda.kernels import linear  # noqa: E402
+from lite.backends.cuda.kernels import gemv, linear  # noqa: E402
 from lite.quantize.int4 import quantize_int4  # noqa: E402
 
 
@@ -47,3 +47,25 @@ def test_split_k_gemv_sums_are_identical_call_after_call(device):
     for _ in range(20):
         linear.linear_w4a16(x[:, :1024], other)
         assert torch.equal(linear.linear_w4a16(x, narrow), first)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("block_n,block_k", [(8, 1024), (4, 256), (16, 128)])
+@pytest.mark.parametrize("in_features", [1024, 1000])  # 1000: a ragged last tile
+def test_16_bit_gemv_matches_reference(device, dtype, block_n, block_k, in_features):
+    out_features = 4096 + 40  # not a multiple of the row tiles
+    weight = torch.randn(out_features, in_features, device=device).to(dtype)
+    x = torch.randn(1, in_features, device=device).to(dtype)
+    bias = torch.randn(out_features, device=device).to(dtype)
+    poison_allocator(device, out_features * 4)
+    out = gemv.gemv(x, weight, bias, block_n, block_k)
+    want = torch.nn.functional.linear(x.float().cpu(), weight.float().cpu(), bias.float().cpu())
+    assert_close(out.cpu(), want, dtype, scale=10 if dtype == torch.float32 else 1)
+
+
+@pytest.mark.parametrize("rows", [1, 3])  # 1: the GEMV; more: cuBLAS
+def test_16_bit_linear_matches_reference_at_any_batch(device, rows):
+    weight = torch.randn(1000, 512, device=device, dtype=torch.bfloat16)
+    x = torch.randn(rows, 512, device=device, dtype=torch.bfloat16)
+    want = torch.nn.functional.linear(x.float().cpu(), weight.float().cpu())
+    assert_close(gemv.linear(x, weight).cpu(), want, torch.bfloat16)

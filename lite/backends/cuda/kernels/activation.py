@@ -5,10 +5,13 @@ import torch
 import triton
 import triton.language as tl
 
+from lite.backends.cuda.kernels.pdl import launch_options, wait_for_inputs
+
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, out_ptr, x_stride, width, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(x_ptr, out_ptr, x_stride, width, BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
     # Grid: (rows, cdiv(width, BLOCK)). x: [rows, 2 * width] = [gate | up]; out: [rows, width].
+    wait_for_inputs(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < width
@@ -28,5 +31,6 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     if rows.shape[0]:
         block = min(triton.next_power_of_2(width), 2048)
         _silu_and_mul_kernel[(rows.shape[0], triton.cdiv(width, block))](
-            rows, out, rows.stride(0), width, BLOCK=block, num_warps=4 if block <= 1024 else 8)
+            rows, out, rows.stride(0), width, BLOCK=block, num_warps=4 if block <= 1024 else 8,
+            **launch_options(x.device))
     return out.view(*x.shape[:-1], width)

@@ -14,6 +14,7 @@ import triton.language as tl
 
 from lite.backends.cuda.kernels.online_softmax import online_softmax_step
 from lite.backends.cuda.kernels.paged_kv import load_context_tile
+from lite.backends.cuda.kernels.pdl import launch_options, wait_for_inputs
 
 LOG2E = 1.4426950408889634
 MAX_SPLITS = 32
@@ -29,9 +30,11 @@ def _decode_split_kernel(q_ptr, k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, k_scale_
                          v_head_stride, table_stride, num_kv_heads, num_heads, scale_log2,
                          num_splits, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
                          BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-                         SPLIT: tl.constexpr, KV_BITS: tl.constexpr, PRECISION: tl.constexpr):
+                         SPLIT: tl.constexpr, KV_BITS: tl.constexpr, PRECISION: tl.constexpr,
+                         USE_PDL: tl.constexpr):
     # num_splits is a run-time value and SPLIT (num_splits > 1) the only compile-time choice:
     # every batch size of the captured graphs shares one compiled kernel.
+    wait_for_inputs(USE_PDL)
     seq = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -82,8 +85,10 @@ def _decode_split_kernel(q_ptr, k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, k_scale_
 
 @triton.jit(do_not_specialize=["num_splits"])
 def _merge_splits_kernel(partial_out_ptr, partial_lse_ptr, out_ptr, num_splits,
-                         HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
+                         HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+                         USE_PDL: tl.constexpr):
     # Grid: (sequences * heads,). partial_out: [seqs * heads, num_splits, HEAD_DIM] float32.
+    wait_for_inputs(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     splits = tl.arange(0, BLOCK_S)
     dims = tl.arange(0, BLOCK_D)
@@ -124,8 +129,9 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache, b
         block_tables.stride(0), num_kv_heads, num_heads, scale * LOG2E, num_splits,
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, BLOCK_D=block_d,
         BLOCK_N=BLOCK_N, BLOCK_SIZE=cache.block_size, SPLIT=num_splits > 1, KV_BITS=cache.kv_bits,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4, num_stages=2)
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4, num_stages=2,
+        **launch_options(q.device))
     if num_splits > 1:
         _merge_splits_kernel[(num_seqs * num_heads,)](
             partial_out, partial_lse, out, num_splits, HEAD_DIM=head_dim, BLOCK_D=block_d,
-            BLOCK_S=MAX_SPLITS, num_warps=4)
+            BLOCK_S=MAX_SPLITS, num_warps=4, **launch_options(q.device))

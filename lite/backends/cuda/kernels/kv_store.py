@@ -5,6 +5,8 @@ import torch
 import triton
 import triton.language as tl
 
+from lite.backends.cuda.kernels.pdl import launch_options, wait_for_inputs
+
 
 @triton.jit
 def _store_row(src_ptr, dst_ptr, scale_ptr, zero_ptr, row, slot, head, token_stride, head_stride,
@@ -46,8 +48,9 @@ def _kv_store_kernel(k_ptr, v_ptr, slot_ptr, k_cache_ptr, v_cache_ptr,
                      k_scale_ptr, k_zero_ptr, v_scale_ptr, v_zero_ptr,
                      k_token_stride, k_head_stride, v_token_stride, v_head_stride, num_kv_heads,
                      HEAD_DIM: tl.constexpr, KV_BITS: tl.constexpr, LEVELS: tl.constexpr,
-                     BLOCK_P: tl.constexpr):
+                     BLOCK_P: tl.constexpr, USE_PDL: tl.constexpr):
     # Grid: (tokens, kv_heads). k, v: [tokens, kv_heads, head_dim] (strided views of the qkv output).
+    wait_for_inputs(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     slot = tl.load(slot_ptr + row).to(tl.int64)
@@ -71,4 +74,4 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor, cache
         k.stride(0), k.stride(1), v.stride(0), v.stride(1), num_kv_heads,
         HEAD_DIM=head_dim, KV_BITS=cache.kv_bits, LEVELS=(1 << cache.kv_bits) - 1,
         BLOCK_P=triton.next_power_of_2(head_dim // 2),
-        num_warps=1 if head_dim <= 128 else 2)
+        num_warps=1 if head_dim <= 128 else 2, **launch_options(k.device))

@@ -6,8 +6,7 @@ applies each group's scale and zero once, to the group's sum, split along K wher
 has too few rows to keep every multiprocessor busy. A few rows (batched decode) go
 through a skinny GEMM that dequantizes tiles in registers for tl.dot; prefill-sized batches
 dequantize the weight once per call and use cuBLAS, where the matmul, not the read, sets the pace.
-16-bit linears stay on cuBLAS, which reads large bf16 weights at ~94% of the copy rate on
-Hopper (benchmarks/NOTES.md): a Triton GEMV measured slower there.
+16-bit linears are gemv.py's.
 """
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from lite.backends.cuda.kernels.pdl import launch_options, wait_for_inputs
 from lite.quantize.int4 import Int4Weight
 
 
@@ -33,10 +33,52 @@ class CUDAInt4Weight:
         return self.packed.shape[0], self.packed.shape[1] * 2
 
 
+# Split-K scratch per (device, rows, splits, row blocks): partial sums, and arrival counters that
+# the kernel leaves at zero. One step's projections run one after another on one stream, so
+# projections of a shape share them, and CUDA graphs capture their fixed addresses.
+_split_scratch: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _split_buffers(device: torch.device, n: int, splits: int, blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    key = (device, n, splits, blocks)
+    if key not in _split_scratch:
+        _split_scratch[key] = (torch.empty(splits * n, dtype=torch.float32, device=device),
+                               torch.zeros(blocks, dtype=torch.int32, device=device))
+    return _split_scratch[key]
+
+
+@triton.jit
+def _sum_splits(acc, rows, row_mask, block, split, partial_ptr, count_ptr, N, SPLITS: tl.constexpr):
+    # Split-K without a second launch: each split leaves its partial sums, and the last split of
+    # this row block to arrive adds them in split order (the same result whatever the arrival
+    # order) and resets the block's counter for the next call. Returns the sums and the rows this
+    # program writes: all of them with one split, else only in the last split to arrive.
+    writes = row_mask
+    if SPLITS > 1:
+        tl.store(partial_ptr + split * N + rows, acc, mask=row_mask)
+        tl.debug_barrier()  # every thread's partial is written before the counter moves
+        arrived = tl.atomic_add(count_ptr + block, 1, sem="acq_rel", scope="gpu")
+        writes = row_mask & (arrived == SPLITS - 1)
+        if arrived == SPLITS - 1:
+            acc = tl.zeros(acc.shape, tl.float32)
+            for s in tl.static_range(SPLITS):
+                acc += tl.load(partial_ptr + s * N + rows, mask=row_mask, other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(count_ptr + block, 0, sem="relaxed", scope="gpu")
+    return acc, writes
+
+
+@triton.jit
+def _weight_tile(w_ptr, rows, row_mask, groups, last, K, GROUP: tl.constexpr):
+    # [rows, groups, GROUP / 2] packed bytes; groups from `last` on read as 0.
+    cols = groups[:, None] * (GROUP // 2) + tl.arange(0, GROUP // 2)[None, :]
+    return tl.load(w_ptr + rows[:, None, None] * (K // 2) + cols[None, :, :],
+                   mask=row_mask[:, None, None] & (groups < last)[None, :, None], other=0)
+
+
 @triton.jit
 def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, partial_ptr, count_ptr, N, K,
                       GROUP: tl.constexpr, GROUPS_PER_TILE: tl.constexpr, HAS_BIAS: tl.constexpr,
-                      BLOCK_N: tl.constexpr, SPLITS: tl.constexpr):
+                      BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, USE_PDL: tl.constexpr):
     # out[N] = W[N, K] @ x[K]. Grid: (cdiv(N, BLOCK_N), SPLITS); a program streams BLOCK_N rows over
     # one of SPLITS slices of the groups, GROUPS_PER_TILE groups at a time as a
     # [BLOCK_N, GROUPS_PER_TILE, GROUP / 2] byte tile.
@@ -54,12 +96,16 @@ def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, pa
     first = split * per_split
     last = tl.minimum(first + per_split, num_groups)
     acc = tl.zeros((BLOCK_N,), tl.float32)
+    # Weights are never written, so the first tile is on its way before the previous kernel ends;
+    # each tile after is requested before the arithmetic on the one before it.
+    tile = _weight_tile(w_ptr, rows, row_mask, first + g, last, K, GROUP)
+    wait_for_inputs(USE_PDL)
     for g0 in range(first, last, GROUPS_PER_TILE):
         groups = g0 + g  # [G]
         group_mask = groups < last
         cols = groups[:, None] * (GROUP // 2) + half[None, :]  # [G, GROUP / 2] byte index in a row
-        packed = tl.load(w_ptr + rows[:, None, None] * (K // 2) + cols[None, :, :],
-                         mask=row_mask[:, None, None] & group_mask[None, :, None], other=0).to(tl.int32)
+        packed = tile.to(tl.int32)
+        tile = _weight_tile(w_ptr, rows, row_mask, groups + GROUPS_PER_TILE, last, K, GROUP)
         low = (((packed << 19) & 0x780000) | 0x3F800000).to(tl.float32, bitcast=True)
         high = (((packed << 15) & 0x780000) | 0x3F800000).to(tl.float32, bitcast=True)
         x_even = tl.load(x_ptr + 2 * cols, mask=group_mask[:, None], other=0.0).to(tl.float32)
@@ -71,34 +117,20 @@ def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, pa
         scale = tl.load(scales_ptr + meta, mask=meta_mask, other=0.0).to(tl.float32)
         zero = tl.load(zeros_ptr + meta, mask=meta_mask, other=0).to(tl.float32)
         acc += tl.sum(scale * (16.0 * dots - (16.0 + zero) * x_sums[None, :]), axis=1)
-    if SPLITS > 1:
-        # Split-K without a second launch: each split leaves its partial sums, and the last split of
-        # this row block to arrive adds them in split order (the same result whatever the arrival
-        # order) and resets the block's counter for the next call.
-        tl.store(partial_ptr + split * N + rows, acc, mask=row_mask)
-        tl.debug_barrier()  # every thread's partial is written before the counter moves
-        arrived = tl.atomic_add(count_ptr + block, 1, sem="acq_rel", scope="gpu")
-        if arrived == SPLITS - 1:
-            acc = tl.zeros((BLOCK_N,), tl.float32)
-            for s in tl.static_range(SPLITS):
-                acc += tl.load(partial_ptr + s * N + rows, mask=row_mask, other=0.0, cache_modifier=".cg")
-            tl.atomic_xchg(count_ptr + block, 0, sem="relaxed", scope="gpu")
-            if HAS_BIAS:
-                acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
-            tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=row_mask)
-    else:
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
-        tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=row_mask)
+    acc, writes = _sum_splits(acc, rows, row_mask, block, split, partial_ptr, count_ptr, N, SPLITS)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rows, mask=writes, other=0.0).to(tl.float32)
+    tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=writes)
 
 
 @triton.jit
 def _int4_skinny_gemm_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, M, N, K, x_stride,
                              GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
-                             BLOCK_K: tl.constexpr):
+                             BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr):
     # out[M, N] = x[M, K] @ W[N, K]^T for M <= 16, x rows past M zero padding for tl.dot.
     # The even and odd input columns meet the low and high nibbles in two dots of K / 2, so the
     # nibbles are never interleaved back in registers. BLOCK_K divides GROUP.
+    wait_for_inputs(USE_PDL)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.arange(0, 16)
     row_mask = rows < N
@@ -122,8 +154,10 @@ def _int4_skinny_gemm_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_
 
 
 @triton.jit
-def _dequantize_int4_kernel(w_ptr, scales_ptr, zeros_ptr, out_ptr, K, GROUP: tl.constexpr, BLOCK_K: tl.constexpr):
+def _dequantize_int4_kernel(w_ptr, scales_ptr, zeros_ptr, out_ptr, K, GROUP: tl.constexpr, BLOCK_K: tl.constexpr,
+                            USE_PDL: tl.constexpr):
     # Grid: (N, cdiv(K, BLOCK_K)). out: [N, K] in the activation dtype.
+    wait_for_inputs(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = cols < K
@@ -142,10 +176,6 @@ GEMV_CONFIG_MANY_ROWS = dict(block_n=16, groups_per_tile=4, splits=1, num_warps=
 GEMV_CONFIG = dict(block_n=32, groups_per_tile=2, splits=8, num_warps=2)
 MANY_ROWS = 16384
 SKINNY_CONFIG = dict(block_n=32, block_k=128, num_warps=4, num_stages=3)
-# Split-K scratch per (device, rows, splits, row tiles): partial sums, and arrival counters that
-# the kernel leaves at zero. One step's projections run one after another on one stream, so
-# projections of a shape share them, and CUDA graphs capture their fixed addresses.
-_split_scratch: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def int4_gemv(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None = None, block_n: int = 32,
@@ -155,17 +185,12 @@ def int4_gemv(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None
     row = x.reshape(k).contiguous()
     out = torch.empty(n, dtype=x.dtype, device=x.device)
     blocks = triton.cdiv(n, block_n)
-    partial = count = out
-    if splits > 1:
-        key = (x.device, n, splits, blocks)
-        if key not in _split_scratch:
-            _split_scratch[key] = (torch.empty(splits * n, dtype=torch.float32, device=x.device),
-                                   torch.zeros(blocks, dtype=torch.int32, device=x.device))
-        partial, count = _split_scratch[key]
+    partial, count = _split_buffers(x.device, n, splits, blocks) if splits > 1 else (out, out)
     _int4_gemv_kernel[(blocks, splits)](
         row, weight.packed, weight.scales, weight.zeros, bias if bias is not None else weight.scales, out,
         partial, count, n, k, GROUP=weight.group_size, GROUPS_PER_TILE=groups_per_tile,
-        HAS_BIAS=bias is not None, BLOCK_N=block_n, SPLITS=splits, num_warps=num_warps, num_stages=1)
+        HAS_BIAS=bias is not None, BLOCK_N=block_n, SPLITS=splits, num_warps=num_warps, num_stages=1,
+        **launch_options(x.device))
     return out.view(*x.shape[:-1], n)
 
 
@@ -180,7 +205,8 @@ def int4_skinny_gemm(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor
     _int4_skinny_gemm_kernel[(triton.cdiv(n, block_n),)](
         rows, weight.packed, weight.scales, weight.zeros, bias if bias is not None else weight.scales, out,
         rows.shape[0], n, k, rows.stride(0), GROUP=weight.group_size, HAS_BIAS=bias is not None,
-        BLOCK_N=block_n, BLOCK_K=min(block_k, weight.group_size), num_warps=num_warps, num_stages=num_stages)
+        BLOCK_N=block_n, BLOCK_K=min(block_k, weight.group_size), num_warps=num_warps, num_stages=num_stages,
+        **launch_options(x.device))
     return out.view(*x.shape[:-1], n)
 
 
@@ -188,7 +214,8 @@ def dequantize_int4(weight: CUDAInt4Weight, dtype: torch.dtype) -> torch.Tensor:
     n, k = weight.shape
     out = torch.empty((n, k), dtype=dtype, device=weight.packed.device)
     _dequantize_int4_kernel[(n, triton.cdiv(k, 1024))](weight.packed, weight.scales, weight.zeros, out, k,
-                                                       GROUP=weight.group_size, BLOCK_K=1024, num_warps=4)
+                                                       GROUP=weight.group_size, BLOCK_K=1024, num_warps=4,
+                                                       **launch_options(out.device))
     return out
 
 

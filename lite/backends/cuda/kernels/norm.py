@@ -5,12 +5,15 @@ import torch
 import triton
 import triton.language as tl
 
+from lite.backends.cuda.kernels.pdl import launch_options, wait_for_inputs
+
 
 @triton.jit
 def _rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, out_ptr, residual_out_ptr,
                      x_stride, residual_stride, hidden, eps,
-                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
+                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
     # One program per row. x, residual: [rows, hidden] (row strides given); outputs contiguous.
+    wait_for_inputs(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < hidden
@@ -45,7 +48,8 @@ def _launch(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor
         rows_x, rows_res if rows_res is not None else rows_x, weight, out,
         residual_out if residual_out is not None else out,
         rows_x.stride(0), rows_res.stride(0) if rows_res is not None else 0, hidden, eps,
-        HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=min(max(block // 256, 1), 16))
+        HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=min(max(block // 256, 1), 16),
+        **launch_options(x.device))
     shape = x.shape
     return out.view(shape), (None if residual_out is None else residual_out.view(shape))
 

@@ -13,6 +13,7 @@ import triton.language as tl
 
 from lite.backends.cuda.kernels.online_softmax import online_softmax_step
 from lite.backends.cuda.kernels.paged_kv import load_context_tile
+from lite.backends.cuda.kernels.pdl import launch_options, wait_for_inputs
 
 LOG2E = 1.4426950408889634
 
@@ -24,7 +25,8 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, k_scale_ptr, 
                     table_stride, num_kv_heads, num_heads, scale_log2,
                     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-                    KV_BITS: tl.constexpr, PRECISION: tl.constexpr):
+                    KV_BITS: tl.constexpr, PRECISION: tl.constexpr, USE_PDL: tl.constexpr):
+    wait_for_inputs(USE_PDL)
     seq = tl.program_id(0).to(tl.int64)
     tile = tl.program_id(1)
     head = tl.program_id(2)
@@ -91,4 +93,4 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache, 
         GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
         BLOCK_M=block_m, BLOCK_N=64, BLOCK_SIZE=cache.block_size, KV_BITS=cache.kv_bits,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=4 if block_m == 64 else 8, num_stages=2)
+        num_warps=4 if block_m == 64 else 8, num_stages=2, **launch_options(q.device))

@@ -5,12 +5,15 @@ import torch
 import triton
 import triton.language as tl
 
+from lite.backends.cuda.kernels.pdl import launch_options, wait_for_inputs
+
 
 @triton.jit
 def _rotary_kernel(x_ptr, freqs_ptr, token_stride, head_stride, num_heads,
-                   HALF: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr):
+                   HALF: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, USE_PDL: tl.constexpr):
     # Grid: (tokens, cdiv(heads, BLOCK_H)). x: [tokens, heads, 2 * HALF], last dim contiguous;
     # freqs: [tokens, HALF, 2] float32 (cos, sin), the complex64 phasors viewed as pairs.
+    wait_for_inputs(USE_PDL)
     token = tl.program_id(0).to(tl.int64)
     heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     pairs = tl.arange(0, BLOCK_P)
@@ -36,5 +39,6 @@ def rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     block_h = min(triton.next_power_of_2(num_heads), 16)
     _rotary_kernel[(tokens, triton.cdiv(num_heads, block_h))](
         x, torch.view_as_real(freqs.contiguous()), x.stride(0), x.stride(1), num_heads,
-        HALF=half, BLOCK_H=block_h, BLOCK_P=triton.next_power_of_2(half), num_warps=4)
+        HALF=half, BLOCK_H=block_h, BLOCK_P=triton.next_power_of_2(half), num_warps=4,
+        **launch_options(x.device))
     return x
