@@ -2,7 +2,7 @@
 
 Decode reads every weight once per step, so at batch 1 what matters is streaming the packed
 int4 bytes at full bandwidth: a GEMV that multiplies the raw nibbles with the activations and
-applies each group's scale and zero once, to the group's sum, split along K where a projection
+applies each group's scale and zero once per group and word, split along K where a projection
 has too few rows to keep every multiprocessor busy. A few rows (batched decode) go
 through a skinny GEMM that dequantizes tiles in registers for tl.dot; prefill-sized batches
 dequantize the weight once per call and use cuBLAS, where the matmul, not the read, sets the pace.
@@ -68,10 +68,10 @@ def _sum_splits(acc, rows, row_mask, block, split, partial_ptr, count_ptr, N, SP
 
 
 @triton.jit
-def _weight_tile(w_ptr, rows, row_mask, groups, last, K, GROUP: tl.constexpr):
-    # [rows, groups, GROUP / 2] packed bytes; groups from `last` on read as 0.
-    cols = groups[:, None] * (GROUP // 2) + tl.arange(0, GROUP // 2)[None, :]
-    return tl.load(w_ptr + rows[:, None, None] * (K // 2) + cols[None, :, :],
+def _word_tile(w_ptr, rows, row_mask, groups, last, K, GROUP: tl.constexpr):
+    # [rows, groups, GROUP / 8] int32 words of packed nibbles; groups from `last` on read as 0.
+    words = groups[:, None] * (GROUP // 8) + tl.arange(0, GROUP // 8)[None, :]
+    return tl.load(w_ptr + rows[:, None, None] * (K // 8) + words[None, :, :],
                    mask=row_mask[:, None, None] & (groups < last)[None, :, None], other=0)
 
 
@@ -81,42 +81,50 @@ def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, pa
                       BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, USE_PDL: tl.constexpr):
     # out[N] = W[N, K] @ x[K]. Grid: (cdiv(N, BLOCK_N), SPLITS); a program streams BLOCK_N rows over
     # one of SPLITS slices of the groups, GROUPS_PER_TILE groups at a time as a
-    # [BLOCK_N, GROUPS_PER_TILE, GROUP / 2] byte tile.
-    # A nibble shifted into the top mantissa bits of 1.0f (a shift and one LOP3, no int-to-float
-    # conversion) is the float f = 1 + q / 16, so per group
-    # sum_k (q_k - z) s x_k = s (16 sum_k f_k x_k - (16 + z) sum_k x_k): scale and zero once per group.
+    # [BLOCK_N, GROUPS_PER_TILE, GROUP / 8] tile of int32 words, input column 8j + m at bits 4m of
+    # word j. A nibble shifted into the top mantissa bits of 1.0f (one shift and one LOP3, no
+    # int-to-float conversion) is the float f = 1 + q / 16, so per group
+    # sum_k (q_k - z) s x_k = s (16 sum_k f_k x_k - (16 + z) sum_k x_k): scale and zero once per
+    # group and word, and the sums across threads once, at the end.
     block = tl.program_id(0)
     split = tl.program_id(1)
     rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
     g = tl.arange(0, GROUPS_PER_TILE)
-    half = tl.arange(0, GROUP // 2)
+    word = tl.arange(0, GROUP // 8)
     num_groups = K // GROUP
     per_split = tl.cdiv(num_groups, SPLITS)
     first = split * per_split
     last = tl.minimum(first + per_split, num_groups)
-    acc = tl.zeros((BLOCK_N,), tl.float32)
+    scaled = tl.zeros((BLOCK_N, GROUPS_PER_TILE, GROUP // 8), tl.float32)
+    zero_terms = tl.zeros((BLOCK_N, GROUPS_PER_TILE), tl.float32)
     # Weights are never written, so the first tile is on its way before the previous kernel ends;
     # each tile after is requested before the arithmetic on the one before it.
-    tile = _weight_tile(w_ptr, rows, row_mask, first + g, last, K, GROUP)
+    tile = _word_tile(w_ptr, rows, row_mask, first + g, last, K, GROUP)
     wait_for_inputs(USE_PDL)
     for g0 in range(first, last, GROUPS_PER_TILE):
         groups = g0 + g  # [G]
         group_mask = groups < last
-        cols = groups[:, None] * (GROUP // 2) + half[None, :]  # [G, GROUP / 2] byte index in a row
-        packed = tile.to(tl.int32)
-        tile = _weight_tile(w_ptr, rows, row_mask, groups + GROUPS_PER_TILE, last, K, GROUP)
-        low = (((packed << 19) & 0x780000) | 0x3F800000).to(tl.float32, bitcast=True)
-        high = (((packed << 15) & 0x780000) | 0x3F800000).to(tl.float32, bitcast=True)
-        x_even = tl.load(x_ptr + 2 * cols, mask=group_mask[:, None], other=0.0).to(tl.float32)
-        x_odd = tl.load(x_ptr + 2 * cols + 1, mask=group_mask[:, None], other=0.0).to(tl.float32)
-        dots = tl.sum(low * x_even[None, :, :] + high * x_odd[None, :, :], axis=2)  # [BLOCK_N, G]
-        x_sums = tl.sum(x_even + x_odd, axis=1)  # [G]
+        words = tile
+        tile = _word_tile(w_ptr, rows, row_mask, groups + GROUPS_PER_TILE, last, K, GROUP)
+        x_base = x_ptr + 8 * (groups[:, None] * (GROUP // 8) + word[None, :])  # [G, GROUP / 8]
+        dots = tl.zeros((BLOCK_N, GROUPS_PER_TILE, GROUP // 8), tl.float32)
+        x_sums = tl.zeros((GROUPS_PER_TILE, GROUP // 8), tl.float32)
+        for m in tl.static_range(8):
+            if 4 * m <= 19:
+                bits = (words << (19 - 4 * m)) & 0x780000
+            else:  # the sign bits an arithmetic shift brings in fall outside the mask
+                bits = (words >> (4 * m - 19)) & 0x780000
+            x_m = tl.load(x_base + m, mask=group_mask[:, None], other=0.0).to(tl.float32)
+            dots += (bits | 0x3F800000).to(tl.float32, bitcast=True) * x_m[None, :, :]
+            x_sums += x_m
         meta = rows[:, None] * num_groups + groups[None, :]
         meta_mask = row_mask[:, None] & group_mask[None, :]
         scale = tl.load(scales_ptr + meta, mask=meta_mask, other=0.0).to(tl.float32)
         zero = tl.load(zeros_ptr + meta, mask=meta_mask, other=0).to(tl.float32)
-        acc += tl.sum(scale * (16.0 * dots - (16.0 + zero) * x_sums[None, :]), axis=1)
+        scaled += scale[:, :, None] * dots
+        zero_terms += scale * (16.0 + zero) * tl.sum(x_sums, axis=1)[None, :]
+    acc = 16.0 * tl.sum(tl.sum(scaled, axis=2), axis=1) - tl.sum(zero_terms, axis=1)
     acc, writes = _sum_splits(acc, rows, row_mask, block, split, partial_ptr, count_ptr, N, SPLITS)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rows, mask=writes, other=0.0).to(tl.float32)
@@ -187,8 +195,8 @@ def int4_gemv(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None
     blocks = triton.cdiv(n, block_n)
     partial, count = _split_buffers(x.device, n, splits, blocks) if splits > 1 else (out, out)
     _int4_gemv_kernel[(blocks, splits)](
-        row, weight.packed, weight.scales, weight.zeros, bias if bias is not None else weight.scales, out,
-        partial, count, n, k, GROUP=weight.group_size, GROUPS_PER_TILE=groups_per_tile,
+        row, weight.packed.view(torch.int32), weight.scales, weight.zeros, bias if bias is not None else weight.scales,
+        out, partial, count, n, k, GROUP=weight.group_size, GROUPS_PER_TILE=groups_per_tile,
         HAS_BIAS=bias is not None, BLOCK_N=block_n, SPLITS=splits, num_warps=num_warps, num_stages=1,
         **launch_options(x.device))
     return out.view(*x.shape[:-1], n)
