@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.profile_decode import random_int4  # noqa: E402
 from lite.backends.cuda.kernels import gemv, linear, norm, pdl  # noqa: E402
-from lite.quantize.int4 import Int4Weight  # noqa: E402
 
 SHAPES = {"qkv_proj": (6144, 4096), "o_proj": (4096, 4096), "gate_up_proj": (28672, 4096),
           "down_proj": (4096, 14336), "lm_head": (128256, 4096)}
@@ -57,10 +57,9 @@ def chain_us(fn, weights: list, x: torch.Tensor, norm_weight: torch.Tensor) -> f
     return statistics.median(times)
 
 
-def random_int4(n: int, k: int) -> linear.CUDAInt4Weight:
-    return linear.prepare_w4a16(Int4Weight(
-        torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda"), torch.rand(n, k // 128, device="cuda").half(),
-        torch.randint(0, 16, (n, k // 128), dtype=torch.uint8, device="cuda"), 128), torch.device("cuda"))
+def copies(nbytes: int) -> int:
+    """Enough copies of a weight to exceed the L2 together (~400 MB), 2 to CHAIN of them."""
+    return max(2, min(CHAIN, -(-400_000_000 // nbytes)))
 
 
 def main() -> int:
@@ -75,8 +74,7 @@ def main() -> int:
     for name in args.shapes:
         n, k = SHAPES[name]
         nbytes = n * k * 2
-        copies = max(2, min(CHAIN, -(-400_000_000 // nbytes)))
-        weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5 for _ in range(copies)]
+        weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5 for _ in range(copies(nbytes))]
         x = torch.randn(k, device="cuda", dtype=torch.bfloat16)
         norm_weight = torch.ones(k, device="cuda", dtype=torch.bfloat16)
         set_pdl(True)
@@ -105,7 +103,7 @@ def main() -> int:
         report(f"triton no PDL {best}", chain_us(lambda y, w: gemv.gemv(y, w, None, *best), weights, x, norm_weight)
                - base[False])
         del weights
-        int4 = [random_int4(n, k) for _ in range(max(2, min(CHAIN, -(-400_000_000 // (nbytes // 4)))))]
+        int4 = [random_int4((n, k)) for _ in range(copies(nbytes // 4))]
         int4_bytes = n * k // 2 + n * (k // 128) * 3
         for on in (True, False):
             set_pdl(on)
