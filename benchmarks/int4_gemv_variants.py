@@ -52,8 +52,8 @@ def best_of(fn, configs: list[dict], weights: list) -> tuple[float, dict]:
 def main() -> int:
     torch.manual_seed(0)
     print(f"device: {torch.cuda.get_device_name()}")
-    configs = [dict(block_n=n, groups_per_tile=g, splits=s, num_warps=w)
-               for n in (8, 16, 32, 64) for g in (2, 4, 16) for s in (1, 4, 8, 16) for w in (2, 4)]
+    configs = [dict(block_n=n, groups_per_tile=g, splits=s, num_warps=w, ahead=a)
+               for n in (16, 32, 64) for g in (2, 4) for s in (1, 4, 8) for w in (2, 4) for a in (1, 2)]
     for name, shape in SHAPES.items():
         weights = [random_int4(shape) for _ in range(8)]
         x = torch.randn(1, shape[1], device="cuda", dtype=torch.bfloat16)

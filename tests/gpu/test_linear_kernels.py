@@ -30,6 +30,18 @@ def test_w4a16_linear_matches_reference(device, dtype, rows, group_size, in_feat
     assert_close(out.cpu(), want, dtype, scale=100 if dtype == torch.float32 else 1)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("out_features,in_features", [(16384 + 16, 256), (520, 1280), (1100, 512), (640, 640)])
+def test_int4_gemv_matches_reference_with_the_tiles_of_each_shape(device, dtype, out_features, in_features):
+    # Many rows; long rows (down_proj); more rows than columns (qkv_proj); square (o_proj).
+    int4 = quantize_int4(torch.randn(out_features, in_features), 128)
+    x = torch.randn(1, in_features, device=device).to(dtype)
+    poison_allocator(device, out_features * 4)
+    out = linear.linear_w4a16(x, linear.prepare_w4a16(int4, device))
+    want = reference.linear_w4a16(x.float().cpu(), int4)
+    assert_close(out.cpu(), want, dtype, scale=100 if dtype == torch.float32 else 1)
+
+
 def test_int4_dequantization_is_exact(device):
     int4 = quantize_int4(torch.randn(300, 512), 128)
     prepared = linear.prepare_w4a16(int4, device)
@@ -42,7 +54,7 @@ def test_split_k_gemv_sums_are_identical_call_after_call(device):
     narrow = linear.prepare_w4a16(quantize_int4(torch.randn(4096 + 48, 2048), 128), device)
     other = linear.prepare_w4a16(quantize_int4(torch.randn(1000, 1024), 128), device)
     x = torch.randn(1, 2048, device=device, dtype=torch.bfloat16)
-    assert linear.GEMV_CONFIG["splits"] > 1 and narrow.shape[0] < linear.MANY_ROWS
+    assert linear.gemv_config(*narrow.shape)["splits"] > 1
     first = linear.linear_w4a16(x, narrow)
     for _ in range(20):
         linear.linear_w4a16(x[:, :1024], other)
