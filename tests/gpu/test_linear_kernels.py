@@ -31,9 +31,10 @@ def test_w4a16_linear_matches_reference(device, dtype, rows, group_size, in_feat
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("out_features,in_features", [(16384 + 16, 256), (520, 1280), (1100, 512), (640, 640)])
+@pytest.mark.parametrize("out_features,in_features", [(16384 + 16, 256), (520, 1280), (3100, 3072), (640, 640)])
 def test_int4_gemv_matches_reference_with_the_tiles_of_each_shape(device, dtype, out_features, in_features):
-    # Many rows; long rows (down_proj); more rows than columns (qkv_proj); square (o_proj).
+    # Many rows; long rows (down_proj); more rows than columns (qkv_proj: two tiles in flight, three
+    # tiles a split); square (o_proj).
     int4 = quantize_int4(torch.randn(out_features, in_features), 128)
     x = torch.randn(1, in_features, device=device).to(dtype)
     poison_allocator(device, out_features * 4)
