@@ -214,8 +214,8 @@ MANY_ROWS = 16384
 def gemv_config(n: int, k: int) -> dict:
     """The GEMV tiles for an [n, k] weight: the best measured for each Llama-3-8B projection on
     an H100 (benchmarks/int4_gemv_variants.py, NOTES.md), chosen by the shape's proportions.
-    Many rows (gate_up) keep every SM busy with small tiles and no split; fewer rows split K, and
-    a short matrix (qkv) keeps two tiles in flight, having too few of them to hide the latency."""
+    Many rows (gate_up) keep every SM busy with small tiles and no split; fewer rows split K; qkv,
+    whose four splits leave each program few tiles, keeps two of them in flight to hide the latency."""
     if n >= MANY_ROWS:
         return dict(block_n=16, groups_per_tile=4, splits=1, num_warps=2)
     if k >= 2 * n:  # down
@@ -230,7 +230,10 @@ SKINNY_CONFIG = dict(block_n=32, block_k=128, num_warps=4, num_stages=3)
 
 def int4_gemv(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None = None, block_n: int = 32,
               groups_per_tile: int = 2, splits: int = 8, num_warps: int = 2, ahead: int = 1) -> torch.Tensor:
-    """One row: x [K] (any leading shape of one element) -> [..., N]."""
+    """One row: x [K] (any leading shape of one element) -> [..., N]. `ahead`: weight tiles in
+    flight per program, 1 or 2."""
+    if ahead not in (1, 2):
+        raise ValueError(f"ahead must be 1 or 2 tiles, not {ahead}")
     n, k = weight.shape
     row = x.reshape(k).contiguous()
     out = torch.empty(n, dtype=x.dtype, device=x.device)
