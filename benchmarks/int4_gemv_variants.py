@@ -2,10 +2,10 @@
 
     python benchmarks/int4_gemv_variants.py
 
-Times lite's W4A16 path (lite/backends/cuda/kernels/linear.py) as shipped and its GEMV over a grid
-of tile configurations, each over 8 copies of the weight (several times the L2) replayed from a
-CUDA graph, median of 3, beside cuBLAS on bf16 weights of the same shape, and checks it against
-the reference op. Rates are GB/s of int4 + scales + zeros bytes read. A candidate kernel goes
+Times lite's W4A16 path (lite/backends/cuda/kernels/linear.py) as shipped and its GEMV
+(int4_gemv_gluon.py, or int4_gemv_triton.py without Gluon) over a grid of tile configurations,
+each over 8 copies of the weight (several times the L2) replayed from a CUDA graph, median of 3,
+beside cuBLAS on bf16 weights of the same shape, and checks it against the reference op. Rates are GB/s of int4 + scales + zeros bytes read. A candidate kernel goes
 beside the shipped one here while it is tried (benchmarks/NOTES.md keeps the results).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.profile_decode import random_int4, weight_bytes  # noqa: E402
 from lite.backends import reference  # noqa: E402
-from lite.backends.cuda.kernels import linear  # noqa: E402
+from lite.backends.cuda.kernels import int4_gemv_triton, linear  # noqa: E402
 from lite.quantize.int4 import Int4Weight  # noqa: E402
 
 SHAPES = {"qkv_proj": (6144, 4096), "o_proj": (4096, 4096), "gate_up_proj": (28672, 4096), "down_proj": (4096, 14336)}
@@ -52,8 +52,11 @@ def best_of(fn, configs: list[dict], weights: list) -> tuple[float, dict]:
 def main() -> int:
     torch.manual_seed(0)
     print(f"device: {torch.cuda.get_device_name()}")
-    configs = [dict(block_n=n, groups_per_tile=g, splits=s, num_warps=w, ahead=a)
-               for n in (16, 32, 64) for g in (2, 4) for s in (1, 4, 8) for w in (2, 4) for a in (1, 2)]
+    kernels = linear.int4_gemv
+    tile_key = "tile_words" if kernels is not int4_gemv_triton else "groups_per_tile"
+    configs = [{"block_n": n, tile_key: t, "splits": s, "num_warps": w, "ahead": a}
+               for n in (16, 32, 64) for t in ((32, 64) if tile_key == "tile_words" else (2, 4))
+               for s in (1, 4, 8) for w in (2, 4) for a in (1, 2)]
     for name, shape in SHAPES.items():
         weights = [random_int4(shape) for _ in range(8)]
         x = torch.randn(1, shape[1], device="cuda", dtype=torch.bfloat16)
@@ -66,7 +69,7 @@ def main() -> int:
         current = median(gb_per_s(lambda w: linear.linear_w4a16(x, w), weights) for _ in range(3))
         dense = [torch.randn(shape, device="cuda", dtype=torch.bfloat16) for _ in range(4)]
         cublas = median(gb_per_s(lambda w: torch.nn.functional.linear(x, w), dense) for _ in range(3))
-        rate, config = best_of(lambda w, **c: linear.int4_gemv(x, w, **c), configs, weights)
+        rate, config = best_of(lambda w, **c: kernels.gemv(x, w, **c), configs, weights)
         print(f"{name:13s} {shape}: bf16 cuBLAS {cublas:5.0f} GB/s | int4 shipped {current:5.0f} | GEMV best "
               f"tiles {rate:5.0f} {config} | max rel. error {error:.1e}", flush=True)
     return 0

@@ -8,8 +8,12 @@ pytest.importorskip("triton")
 
 from .gpu_helpers import assert_close, poison_allocator, skip_bf16_dot_in_interpreter  # noqa: E402
 from lite.backends import reference  # noqa: E402
-from lite.backends.cuda.kernels import gemv, linear  # noqa: E402
+from lite.backends.cuda.kernels import gemv, int4_gemv_triton, linear  # noqa: E402
 from lite.quantize.int4 import quantize_int4  # noqa: E402
+
+# The GEMV linear_w4a16 uses (Gluon where Triton has it, except in the interpreter), and the
+# plain-Triton fallback too wherever that is not the one in use.
+GEMVS = [linear.int4_gemv] + ([int4_gemv_triton] if linear.int4_gemv is not int4_gemv_triton else [])
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
@@ -30,17 +34,25 @@ def test_w4a16_linear_matches_reference(device, dtype, rows, group_size, in_feat
     assert_close(out.cpu(), want, dtype, scale=100 if dtype == torch.float32 else 1)
 
 
+@pytest.mark.parametrize("kernels", GEMVS, ids=lambda module: module.__name__.rsplit("_", 1)[-1])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("out_features,in_features", [(16384 + 16, 256), (520, 1280), (3100, 3072), (640, 640)])
-def test_int4_gemv_matches_reference_with_the_tiles_of_each_shape(device, dtype, out_features, in_features):
-    # Many rows; long rows (down_proj); more rows than columns (qkv_proj: two tiles in flight, three
-    # tiles a split); square (o_proj).
+def test_int4_gemv_matches_reference_with_the_tiles_of_each_shape(device, kernels, dtype, out_features, in_features):
+    # Many rows; long rows (down_proj); more rows than columns (qkv_proj); square (o_proj).
     int4 = quantize_int4(torch.randn(out_features, in_features), 128)
     x = torch.randn(1, in_features, device=device).to(dtype)
     poison_allocator(device, out_features * 4)
-    out = linear.linear_w4a16(x, linear.prepare_w4a16(int4, device))
+    out = kernels.gemv(x, linear.prepare_w4a16(int4, device), **kernels.gemv_tiles(out_features, in_features))
     want = reference.linear_w4a16(x.float().cpu(), int4)
     assert_close(out.cpu(), want, dtype, scale=100 if dtype == torch.float32 else 1)
+
+
+@pytest.mark.parametrize("group_size", [8, 16, 32])  # a thread's words in one group: 1, 2 and 4 of them
+def test_int4_gemv_matches_reference_for_small_groups(device, group_size):
+    int4 = quantize_int4(torch.randn(1000, 512), group_size)
+    x = torch.randn(1, 512, device=device, dtype=torch.bfloat16)
+    out = linear.linear_w4a16(x, linear.prepare_w4a16(int4, device))
+    assert_close(out.cpu(), reference.linear_w4a16(x.float().cpu(), int4), torch.bfloat16)
 
 
 def test_int4_dequantization_is_exact(device):
@@ -55,7 +67,7 @@ def test_split_k_gemv_sums_are_identical_call_after_call(device):
     narrow = linear.prepare_w4a16(quantize_int4(torch.randn(4096 + 48, 2048), 128), device)
     other = linear.prepare_w4a16(quantize_int4(torch.randn(1000, 1024), 128), device)
     x = torch.randn(1, 2048, device=device, dtype=torch.bfloat16)
-    assert linear.gemv_config(*narrow.shape)["splits"] > 1
+    assert linear.int4_gemv.gemv_tiles(*narrow.shape)["splits"] > 1
     first = linear.linear_w4a16(x, narrow)
     for _ in range(20):
         linear.linear_w4a16(x[:, :1024], other)
