@@ -5,7 +5,8 @@ launch allows count as they do in the engine.
     python benchmarks/gemv_chain.py [--block-n 4 8] [--block-k 512 1024] [--warps 4 8]
 
 For each Llama-3-8B projection: µs and GB/s of cuBLAS (F.linear), of lite's 16-bit Triton GEMV
-over a sweep of tiles with PDL on and (its best tile) off, and of the int4 GEMV (PDL on / off).
+over a sweep of tiles with PDL on and (its best tile) off, and of the int4 GEMV (PDL on / off;
+with Gluon, the plain-Triton fallback beside it).
 The norm-only chain's time is subtracted, so a figure is the projection's share of the chain.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.profile_decode import random_int4  # noqa: E402
-from lite.backends.cuda.kernels import gemv, linear, norm, pdl  # noqa: E402
+from lite.backends.cuda.kernels import gemv, int4_gemv_triton, linear, norm, pdl  # noqa: E402
 
 SHAPES = {"qkv_proj": (6144, 4096), "o_proj": (4096, 4096), "gate_up_proj": (28672, 4096),
           "down_proj": (4096, 14336), "lm_head": (128256, 4096)}
@@ -109,6 +110,12 @@ def main() -> int:
             set_pdl(on)
             us = chain_us(lambda y, w: linear.linear_w4a16(y, w), int4, x, norm_weight) - base[on]
             print(f"  {name:13s} {'int4 GEMV PDL ' + ('on' if on else 'off'):44s} {us:7.2f} µs "
+                  f"{int4_bytes / us / 1e3:6.0f} GB/s", flush=True)
+        if linear.int4_gemv is not int4_gemv_triton:  # the plain-Triton fallback, for comparison
+            set_pdl(True)
+            tiles = int4_gemv_triton.gemv_tiles(n, k)
+            us = chain_us(lambda y, w: int4_gemv_triton.gemv(y, w, None, **tiles), int4, x, norm_weight) - base[True]
+            print(f"  {name:13s} {'int4 GEMV, plain-Triton fallback, PDL on':44s} {us:7.2f} µs "
                   f"{int4_bytes / us / 1e3:6.0f} GB/s", flush=True)
         del int4
         torch.cuda.empty_cache()

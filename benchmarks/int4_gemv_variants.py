@@ -55,8 +55,10 @@ def main() -> int:
     kernels = linear.int4_gemv
     tile_key = "tile_words" if kernels is not int4_gemv_triton else "groups_per_tile"
     configs = [{"block_n": n, tile_key: t, "splits": s, "num_warps": w, "ahead": a}
-               for n in (16, 32, 64) for t in ((32, 64) if tile_key == "tile_words" else (2, 4))
+               for n in (16, 32, 64) for t in ((64, 128) if tile_key == "tile_words" else (2, 4))
                for s in (1, 4, 8) for w in (2, 4) for a in (1, 2)]
+    if kernels is not int4_gemv_triton:  # the Gluon kernel: 2 or 4 words a thread
+        configs = [{**c, "vec": v} for c in configs for v in (2, 4)]
     for name, shape in SHAPES.items():
         weights = [random_int4(shape) for _ in range(8)]
         x = torch.randn(1, shape[1], device="cuda", dtype=torch.bfloat16)

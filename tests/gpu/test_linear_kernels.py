@@ -64,14 +64,15 @@ def test_int4_dequantization_is_exact(device):
 def test_split_k_gemv_sums_are_identical_call_after_call(device):
     # The last split to arrive adds the partials in split order, whichever arrives last, and
     # leaves its counters at zero for the next call (another shape's call in between included).
-    narrow = linear.prepare_w4a16(quantize_int4(torch.randn(4096 + 48, 2048), 128), device)
-    other = linear.prepare_w4a16(quantize_int4(torch.randn(1000, 1024), 128), device)
-    x = torch.randn(1, 2048, device=device, dtype=torch.bfloat16)
-    assert linear.int4_gemv.gemv_tiles(*narrow.shape)["splits"] > 1
-    first = linear.linear_w4a16(x, narrow)
+    long_rows = linear.prepare_w4a16(quantize_int4(torch.randn(1000 + 48, 4096), 128), device)  # as down_proj
+    other = linear.prepare_w4a16(quantize_int4(torch.randn(500, 2048), 128), device)
+    x = torch.randn(1, 4096, device=device, dtype=torch.bfloat16)
+    assert linear.int4_gemv.gemv_tiles(*long_rows.shape)["splits"] > 1
+    assert linear.int4_gemv.gemv_tiles(*other.shape)["splits"] > 1
+    first = linear.linear_w4a16(x, long_rows)
     for _ in range(20):
-        linear.linear_w4a16(x[:, :1024], other)
-        assert torch.equal(linear.linear_w4a16(x, narrow), first)
+        linear.linear_w4a16(x[:, :2048], other)
+        assert torch.equal(linear.linear_w4a16(x, long_rows), first)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])

@@ -5,9 +5,9 @@ at the memory's pace with as few instructions a nibble as it can. Left to itself
 compiler (int4_gemv_triton.py, the fallback) moved the activations through shared memory once
 per nibble position, 16 barriers a tile, and loaded the weights four bytes at a time. Here one
 layout serves the whole tile: a thread owns VEC consecutive words of a row (VEC * 8 nibbles of one
-quantization group; VEC = 4, one 16-byte load, for groups of 32 and up), the VEC * 8 activations
-they multiply (16-byte loads too, shared by the rows the thread owns), and their group's scale
-and zero. Every sum but the last one across threads stays in the thread, so the loop has no
+quantization group; VEC = 2 or 4 words, an 8- or 16-byte load, chosen per shape), the VEC * 8
+activations they multiply (16-byte loads, shared by the rows the thread owns), and their group's
+scale and zero. Every sum but the last one across threads stays in the thread, so the loop has no
 barrier and no shuffle.
 
 Per nibble: one LOP3 makes it a float (int4_gemv_triton.NIBBLE_FLOAT_BITS), one FMA multiplies it.
@@ -142,14 +142,16 @@ def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, pa
 
 
 def gemv_tiles(n: int, k: int) -> dict:
-    """The tiles for an [n, k] weight: the best measured for each Llama-3-8B projection on an H100
-    (benchmarks/NOTES.md, version 13). Many rows (gate_up) fill every SM without a split; fewer
-    rows split K in four; the longest rows (down) and the square o keep two tiles in flight."""
+    """The tiles for an [n, k] weight: the best measured for each Llama-3-8B projection on an H100,
+    each after a norm in one CUDA graph (benchmarks/NOTES.md, version 13). No split but for the
+    long rows of down: a split's merge (a counter, then the partial sums) costs more latency than
+    the extra programs save. Many rows (gate_up) take 128-word tiles; the rest, 2 words a thread
+    with two tiles in flight (qkv, o) or 4 warps of 32 rows (down)."""
     if n >= MANY_ROWS:
-        return {"block_n": 16, "tile_words": 64, "splits": 1, "num_warps": 2}
-    if n > k:  # qkv
-        return {"block_n": 64, "tile_words": 64, "splits": 4, "num_warps": 4}
-    return {"block_n": 16, "tile_words": 64, "splits": 4, "num_warps": 2, "ahead": 2}
+        return {"block_n": 16, "tile_words": 128, "splits": 1, "num_warps": 2}
+    if k >= 2 * n:  # down
+        return {"block_n": 32, "tile_words": 64, "splits": 4, "num_warps": 4, "vec": 2}
+    return {"block_n": 16, "tile_words": 64, "splits": 1, "num_warps": 4, "ahead": 2, "vec": 2}  # qkv, o
 
 
 def _layout(block_n: int, tile_words: int, num_warps: int, vec: int) -> gl.BlockedLayout:
@@ -162,13 +164,14 @@ def _layout(block_n: int, tile_words: int, num_warps: int, vec: int) -> gl.Block
 
 
 def gemv(x: torch.Tensor, weight, bias: torch.Tensor | None = None, block_n: int = 16, tile_words: int = 64,
-         splits: int = 4, num_warps: int = 2, ahead: int = 1) -> torch.Tensor:
+         splits: int = 4, num_warps: int = 2, ahead: int = 1, vec: int = 4) -> torch.Tensor:
     """One row: x [K] (any leading shape of one element) times a linear.CUDAInt4Weight [N, K] ->
-    [..., N]. `ahead`: weight tiles in flight per program, 1 or 2."""
+    [..., N]. `ahead`: weight tiles in flight per program, 1 or 2; `vec`: words a thread owns
+    in a row (4, 2 or 1; fewer where a group holds fewer)."""
     if ahead not in (1, 2):
         raise ValueError(f"ahead must be 1 or 2 tiles, not {ahead}")
     words_per_group = weight.group_size // 8
-    vec = next(v for v in (4, 2, 1) if words_per_group % v == 0)  # a thread's words lie in one group
+    vec = next(v for v in (4, 2, 1) if v <= vec and words_per_group % v == 0)  # a thread's words: one group
     tile_words = min(tile_words, 32 * vec)
     n, k = weight.shape
     row, out, blocks, partial, count = gemv_outputs(x, n, block_n, splits)
