@@ -39,7 +39,13 @@ class CUDABackend(Backend):
             props = torch.cuda.get_device_properties(index)
             devices.append(f"cuda:{index} {props.name} ({props.total_memory / 2**30:.0f} GiB, "
                            f"compute capability {props.major}.{props.minor}, {props.multi_processor_count} SMs)")
-        return Availability(True, f"CUDA {torch.version.cuda} with Triton kernels", tuple(devices))
+        import triton  # found above
+
+        from lite.backends.cuda.kernels import int4_gemv_triton, linear
+        gemv = ("plain Triton; the faster Gluon one needs Triton 3.6+" if linear.int4_gemv is int4_gemv_triton
+                else "Gluon")
+        return Availability(True, f"CUDA {torch.version.cuda} with Triton {triton.__version__} kernels "
+                                  f"(W4A16 batch-1 GEMV: {gemv})", tuple(devices))
 
     def __init__(self, device_index: int = 0):
         super().__init__(device_index)
