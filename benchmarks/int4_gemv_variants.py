@@ -5,8 +5,9 @@
 Times lite's W4A16 path (lite/backends/cuda/kernels/linear.py) as shipped and its GEMV
 (int4_gemv_gluon.py, or int4_gemv_triton.py without Gluon) over a grid of tile configurations,
 each over 8 copies of the weight (several times the L2) replayed from a CUDA graph, median of 3,
-beside cuBLAS on bf16 weights of the same shape, and checks it against the reference op. Rates are GB/s of int4 + scales + zeros bytes read. A candidate kernel goes
-beside the shipped one here while it is tried (benchmarks/NOTES.md keeps the results).
+beside cuBLAS on bf16 weights of the same shape, and checks it against the reference op. Rates are
+GB/s of int4 + scales + zeros bytes read. A candidate kernel goes beside the shipped one here while
+it is tried (benchmarks/NOTES.md keeps the results).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 int4_gemv_gluon.py's kernel does the same work with explicit layouts and is used wherever it can
 be. This one (version 11 in benchmarks/NOTES.md) leaves layouts to Triton's compiler, which moves
 the activations through shared memory for each nibble position and loads the weights four bytes
-at a time: about 15% slower per projection on an H100. Both multiply the raw nibbles with the
+at a time: 23-53% slower per Llama-3-8B projection on an H100 (benchmarks/NOTES.md, session 6). Both multiply the raw nibbles with the
 activations and apply each group's scale and zero once per group and word, split along K where a
 projection has too few rows to keep every multiprocessor busy.
 """
