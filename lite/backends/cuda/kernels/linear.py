@@ -2,8 +2,9 @@
 
 Decode reads every weight once per step, so at batch 1 what matters is streaming the packed
 int4 bytes at full bandwidth: a GEMV (int4_gemv_gluon.py, or int4_gemv_triton.py where Triton has
-no Gluon). A few rows (batched decode) go through a skinny GEMM that dequantizes tiles in registers for tl.dot; prefill-sized batches
-dequantize the weight once per call and use cuBLAS, where the matmul, not the read, sets the pace.
+no Gluon). A few rows (batched decode) go through a skinny GEMM that dequantizes tiles in
+registers for tl.dot; prefill-sized batches dequantize the weight once per call and use cuBLAS,
+where the matmul, not the read, sets the pace.
 16-bit linears are gemv.py's.
 """
 from __future__ import annotations
