@@ -28,11 +28,13 @@ class Ops:
     """The fusable ops models call. A backend overrides some; the rest fall back to the reference."""
     rms_norm: Callable = reference.rms_norm
     add_rms_norm: Callable = reference.add_rms_norm
-    rotary: Callable = reference.rotary
     silu_and_mul: Callable = reference.silu_and_mul
     linear: Callable = reference.linear
     prepare_w4a16: Callable = reference.prepare_w4a16  # int4 weight -> backend layout, once at load
     linear_w4a16: Callable = reference.linear_w4a16
+    # SiLU(gate) * up of a merged [gate; up] int4 projection in one call, where a backend fuses
+    # them; None: the layer calls linear_w4a16, then silu_and_mul.
+    linear_w4a16_silu_and_mul: Callable | None = None
     prepare_w8a16: Callable = reference.prepare_w8a16  # float weight -> int8 per row, once at load
     linear_w8a16: Callable = reference.linear_w8a16
 
@@ -83,8 +85,12 @@ class AttentionOps(ABC):
 
     @abstractmethod
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: Any,
-                metadata: Any, scale: float) -> torch.Tensor:
-        """q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim] -> [tokens, heads, head_dim]."""
+                metadata: Any, scale: float, rope: torch.Tensor | None = None) -> torch.Tensor:
+        """q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim] -> [tokens, heads, head_dim].
+        rope: [tokens, head_dim / 2] complex64 phasors by which q and k are still to be rotated
+        (interleaved pairs, reference.rotary), or None where they need no rotation. The rotation
+        is the backend's so that it can happen in the kernel that stores k (one launch fewer a
+        layer: ~5% of a batch-1 decode step on an H100)."""
 
 
 class GraphRunner(ABC):

@@ -86,6 +86,35 @@ def test_kv_store_writes_exactly_the_mapped_slots(device, dtype, kv_bits):
         assert stored[keep].isnan().all(), "a slot outside the mapping was written"
 
 
+@pytest.mark.parametrize("dtype,kv_bits", [(torch.bfloat16, None), (torch.float16, None),
+                                           (torch.float32, None), (torch.bfloat16, 8), (torch.bfloat16, 4)])
+@pytest.mark.parametrize("heads,kv_heads,head_dim", [(32, 8, 128), (9, 3, 64)])
+def test_kv_store_with_rope_rotates_q_and_k_in_place_and_stores_the_rotated_k(device, dtype, kv_bits, heads,
+                                                                              kv_heads, head_dim):
+    block_size, num_blocks, tokens = 16, 8, 19
+    cache = PagedKVCache.allocate(KVCacheSpec(1, kv_heads, head_dim, block_size, num_blocks, dtype, kv_bits), device)
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim, device=device).to(dtype)
+    before = qkv.clone()
+    q, k, v = (t.view(tokens, -1, head_dim) for t in qkv.split([heads * head_dim, kv_heads * head_dim,
+                                                                   kv_heads * head_dim], dim=-1))
+    angles = torch.rand(tokens, head_dim // 2, device=device) * 100
+    rope = torch.polar(torch.ones_like(angles), angles)
+    slots = torch.randperm(num_blocks * block_size, device=device)[:tokens]
+    store_kv(k, v, slots, cache, q=q, rope=rope)
+    q_before, k_before, _ = (t.view(tokens, -1, head_dim) for t in before.split(
+        [heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1))
+    assert_close(q, reference.rotary(q_before.float(), rope), dtype)
+    assert_close(k, reference.rotary(k_before.float(), rope), dtype)
+    assert torch.equal(v, before[:, (heads + kv_heads) * head_dim:].view(tokens, kv_heads, head_dim))
+    k_all, v_all = (t.reshape(-1, kv_heads, head_dim) for t in float_view(cache, dtype))
+    for new, stored in ((k, k_all[slots]), (v, v_all[slots])):
+        if kv_bits:
+            _, scale, _ = reference.quantize_kv(new.float(), kv_bits)
+            assert ((stored - new.float()).abs() <= scale.unsqueeze(-1) * 0.5 + 1e-5).all()
+        else:
+            assert torch.equal(stored, new.float())
+
+
 ATTENTION_CASES = [(torch.bfloat16, None), (torch.float16, None), (torch.float32, None),
                    (torch.bfloat16, 8), (torch.bfloat16, 4), (torch.float16, 8), (torch.float16, 4)]
 

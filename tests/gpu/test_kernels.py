@@ -8,7 +8,7 @@ pytest.importorskip("triton")
 
 from .gpu_helpers import assert_close, poison_allocator  # noqa: E402
 from lite.backends import reference  # noqa: E402
-from lite.backends.cuda.kernels import activation, norm, rotary  # noqa: E402
+from lite.backends.cuda.kernels import activation, norm  # noqa: E402
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
@@ -26,22 +26,6 @@ def test_rms_norm_and_fused_add(device, dtype, rows, hidden):
     ref_out, ref_residual = reference.add_rms_norm(x.float(), residual.float(), weight.float(), 1e-6)
     assert_close(new_residual, ref_residual, dtype)
     assert_close(out, ref_out, dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("heads,kv_heads,head_dim", [(32, 8, 128), (9, 3, 64)])
-def test_rotary_in_place_on_the_qkv_slab(device, dtype, heads, kv_heads, head_dim):
-    tokens = 19
-    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim, device=device).to(dtype)
-    before = qkv.clone()
-    angles = torch.rand(tokens, head_dim // 2, device=device) * 100
-    freqs = torch.polar(torch.ones_like(angles), angles)
-    qk = qkv[:, :(heads + kv_heads) * head_dim].view(tokens, heads + kv_heads, head_dim)
-    out = rotary.rotary(qk, freqs)
-    want = reference.rotary(before[:, :(heads + kv_heads) * head_dim].view(tokens, -1, head_dim).float(), freqs)
-    assert out.data_ptr() == qk.data_ptr()
-    assert_close(out, want, dtype)
-    assert torch.equal(qkv[:, (heads + kv_heads) * head_dim:], before[:, (heads + kv_heads) * head_dim:])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

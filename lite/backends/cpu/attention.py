@@ -7,8 +7,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lite.backends import reference
 from lite.backends.base import AttentionOps, BatchLayout
 from lite.backends.cpu.kv_quant import QuantizedKVCache
+
+
+def _rotated(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Float32 x rotated by one complex multiply on its own storage (a view of the qkv output)."""
+    if x.dtype != torch.float32:
+        return reference.rotary(x, rope)
+    torch.view_as_complex(x.view(*x.shape[:-1], -1, 2)).mul_(rope.unsqueeze(1))
+    return x
 
 
 @dataclass
@@ -74,7 +83,9 @@ class CPUAttention(AttentionOps):
             num_decodes=num_decodes, decode_blocks=decode_blocks, decode_context_len=decode_len,
             decode_mask=decode_mask, decode_context_lens=decode_lens, prefills=prefills)
 
-    def forward(self, q, k, v, kv_cache, metadata: CPUAttentionMetadata, scale: float):
+    def forward(self, q, k, v, kv_cache, metadata: CPUAttentionMetadata, scale: float, rope=None):
+        if rope is not None:
+            q, k = _rotated(q, rope), _rotated(k, rope)
         if isinstance(kv_cache, QuantizedKVCache):
             if not metadata.prefills and self.decode_kernel is not None and q.dtype == torch.float32:
                 # Decodes only: the C++ kernel dequantizes each cached row as it reads it.

@@ -67,14 +67,6 @@ def _fused_ops() -> dict:
             "silu_and_mul": _float32_or(kernels.silu_and_mul, reference.silu_and_mul)}
 
 
-def _rotary_in_place(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """One complex multiply on x's own storage (the q/k slab of the qkv output) instead of a copy."""
-    if x.dtype != torch.float32:
-        return reference.rotary(x, freqs)
-    torch.view_as_complex(x.view(*x.shape[:-1], -1, 2)).mul_(freqs.unsqueeze(1))
-    return x
-
-
 @register("cpu")
 class CPUBackend(Backend):
     device_type = "cpu"
@@ -87,7 +79,7 @@ class CPUBackend(Backend):
         return Availability(True, f"PyTorch CPU kernels, {torch.get_num_threads()} threads", (device,))
 
     def op_overrides(self):
-        return {**_fused_ops(), "rotary": _rotary_in_place,
+        return {**_fused_ops(),
                 "prepare_w4a16": quantized_linear.prepare_w4a16, "linear_w4a16": quantized_linear.linear_w4a16,
                 "prepare_w8a16": quantized_linear.prepare_w8a16, "linear_w8a16": quantized_linear.linear_w8a16}
 

@@ -82,9 +82,11 @@ class CUDAAttention(AttentionOps):
                                    max(prefill_lens))
         return CUDAAttentionMetadata(slot_mapping, n, decode, prefill)
 
-    def forward(self, q, k, v, kv_cache: PagedKVCache, metadata: CUDAAttentionMetadata, scale: float):
-        # q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim]; views of the qkv output.
-        store_kv(k, v, metadata.slot_mapping, kv_cache)
+    def forward(self, q, k, v, kv_cache: PagedKVCache, metadata: CUDAAttentionMetadata, scale: float,
+                rope: torch.Tensor | None = None):
+        # q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim]; views of the qkv output,
+        # q and k rotated in place by the store.
+        store_kv(k, v, metadata.slot_mapping, kv_cache, q=q, rope=rope)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         n = metadata.num_decodes
         if metadata.decode is not None:

@@ -54,11 +54,11 @@ class CUDABackend(Backend):
 
     def op_overrides(self):
         # Imported here, not at module level: registering the backend must not need triton.
-        from lite.backends.cuda.kernels import activation, gemv, linear, norm, rotary
+        from lite.backends.cuda.kernels import activation, gemv, linear, norm
         return {"linear": gemv.linear, "rms_norm": norm.rms_norm, "add_rms_norm": norm.add_rms_norm,
-                "rotary": rotary.rotary, "silu_and_mul": activation.silu_and_mul,
+                "silu_and_mul": activation.silu_and_mul,
                 "prepare_w4a16": functools.partial(linear.prepare_w4a16, device=self.device),
-                "linear_w4a16": linear.linear_w4a16,
+                "linear_w4a16": linear.linear_w4a16, "linear_w4a16_silu_and_mul": linear.linear_w4a16_silu_and_mul,
                 # A W4A16 model's output head stays 16-bit here: the GEMV reads it at ~3.1 TB/s on an
                 # H100, while int8 without a fused kernel would dequantize (read 1, write 2, read 2
                 # bytes) per step.

@@ -15,6 +15,8 @@ class Attention(nn.Module):
         self.scale = head_dim ** -0.5
         self.layer_idx = layer_idx
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ForwardContext):
-        # q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim]
-        return ctx.attention.forward(q, k, v, ctx.kv_caches[self.layer_idx], ctx.metadata, self.scale)
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ForwardContext,
+                rope: torch.Tensor | None = None):
+        # q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim]; q and k not yet rotated
+        # by rope, their positions' phasors (interleaved pairs: the loader reorders q/k rows).
+        return ctx.attention.forward(q, k, v, ctx.kv_caches[self.layer_idx], ctx.metadata, self.scale, rope)

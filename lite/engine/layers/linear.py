@@ -27,6 +27,10 @@ class Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ops.linear(x, self.weight, self.bias)
 
+    def silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
+        """SiLU(gate) * up of this merged [gate; up] projection."""
+        return self.ops.silu_and_mul(self(x))
+
 
 def load_rows(param: torch.Tensor | None, name: str, tensor: torch.Tensor, shard_sizes: list[int],
               shard: int | None) -> None:

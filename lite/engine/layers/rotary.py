@@ -6,7 +6,6 @@ import math
 import torch
 from torch import nn
 
-from lite.backends.base import Ops
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -37,18 +36,16 @@ def _llama3_frequencies(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    def __init__(self, head_dim: int, max_positions: int, theta: float, scaling: dict | None, ops: Ops):
+    """The phasors of each position. The rotation itself is the attention backend's
+    (AttentionOps.forward's `rope`), which can do it in the kernel that stores k."""
+
+    def __init__(self, head_dim: int, max_positions: int, theta: float, scaling: dict | None):
         super().__init__()
         inv_freq = inverse_frequencies(head_dim, theta, scaling)
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)
         # freqs: [max_positions, head_dim / 2] complex64 unit phasors
         self.register_buffer("freqs", torch.polar(torch.ones_like(angles), angles), persistent=False)
-        self.ops = ops
 
     def lookup(self, positions: torch.Tensor) -> torch.Tensor:
         """[tokens, head_dim / 2] phasors for these positions: looked up once per step for all layers."""
         return self.freqs[positions]
-
-    def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-        """x: [tokens, heads, head_dim] in interleaved pair order (the loader reorders q/k rows)."""
-        return self.ops.rotary(x, freqs)

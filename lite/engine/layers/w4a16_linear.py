@@ -53,6 +53,12 @@ class W4A16Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ops.linear_w4a16(x, self.weight, self.bias)
 
+    def silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
+        """SiLU(gate) * up of this merged [gate; up] projection, in one kernel where the backend has one."""
+        if self.ops.linear_w4a16_silu_and_mul is None:
+            return self.ops.silu_and_mul(self(x))
+        return self.ops.linear_w4a16_silu_and_mul(x, self.weight, self.bias)
+
 
 def swap_in_w4a16_linears(model: nn.Module, module_names: set[str]) -> None:
     """Replace the named `Linear` modules with W4A16Linear. Their float weights were never written,

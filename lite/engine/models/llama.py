@@ -17,7 +17,7 @@ from lite.engine.layers.rotary import RotaryEmbedding
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_idx: int, ops: Ops, rotary: RotaryEmbedding):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, ops: Ops):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = \
             cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
@@ -29,21 +29,15 @@ class LlamaAttention(nn.Module):
         self.o_proj = Linear(self.q_size, cfg.hidden_size, o_bias, ops)
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps, ops) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps, ops) if cfg.qk_norm else None
-        self.rotary = rotary
         self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, layer_idx)
 
     def forward(self, rope: torch.Tensor, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         qkv = self.qkv_proj(x)
-        tokens, heads, kv_heads, head_dim = qkv.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        v = v.view(tokens, kv_heads, head_dim)
+        q, k, v = (t.view(qkv.shape[0], -1, self.head_dim)
+                   for t in qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1))
         if self.q_norm is not None:
-            q = self.rotary(self.q_norm(q.view(tokens, heads, head_dim)), rope)
-            k = self.rotary(self.k_norm(k.view(tokens, kv_heads, head_dim)), rope)
-        else:  # q and k side by side: one rotary op for both
-            qk = self.rotary(qkv[:, :self.q_size + self.kv_size].view(tokens, heads + kv_heads, head_dim), rope)
-            q, k = qk[:, :heads], qk[:, heads:]
-        out = self.attn(q, k, v, ctx)
+            q, k = self.q_norm(q), self.k_norm(k)
+        out = self.attn(q, k, v, ctx, rope)
         return self.o_proj(out.reshape(-1, self.q_size))
 
 
@@ -52,16 +46,15 @@ class LlamaMLP(nn.Module):
         super().__init__()
         self.gate_up_proj = Linear(cfg.hidden_size, [cfg.intermediate_size] * 2, False, ops)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, False, ops)
-        self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
+        return self.down_proj(self.gate_up_proj.silu_and_mul(x))
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_idx: int, ops: Ops, rotary: RotaryEmbedding):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, ops: Ops):
         super().__init__()
-        self.self_attn = LlamaAttention(cfg, layer_idx, ops, rotary)
+        self.self_attn = LlamaAttention(cfg, layer_idx, ops)
         self.mlp = LlamaMLP(cfg, ops)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops)
@@ -86,14 +79,13 @@ class LlamaForCausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig, ops: Ops, max_positions: int):
         super().__init__()
         self.config = cfg
-        rotary = RotaryEmbedding(cfg.head_dim, max_positions, cfg.rope_theta, cfg.rope_scaling, ops)
         self.model = nn.Module()
         self.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.model.embed_tokens.weight.requires_grad_(False)
         self.model.layers = nn.ModuleList(
-            LlamaDecoderLayer(cfg, i, ops, rotary) for i in range(cfg.num_hidden_layers))
+            LlamaDecoderLayer(cfg, i, ops) for i in range(cfg.num_hidden_layers))
         self.model.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops)
-        self.model.rotary = rotary
+        self.model.rotary = RotaryEmbedding(cfg.head_dim, max_positions, cfg.rope_theta, cfg.rope_scaling)
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, ops)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight

@@ -15,6 +15,9 @@ With 16-bit activations, the floats' offsets and the group's zero come off once 
 from sums of the activations alone; the offsets are up to 2^15, so the sums carry ~1e-4 of
 relative rounding, under the 16-bit output's own. Float32 activations take each offset off before
 the product instead (exact, one FADD a nibble more).
+
+For a merged [gate; up] projection followed by SiLU-and-mul, a program can take gate and up rows
+in pairs and write SiLU(gate) * up itself (`gemv_silu_and_mul`), rounded as the two kernels round.
 """
 from __future__ import annotations
 
@@ -23,11 +26,7 @@ import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-from lite.backends.cuda.kernels.int4_gemv_triton import (
-    MANY_ROWS,
-    NIBBLE_FLOAT_BITS,
-    gemv_outputs,
-)
+from lite.backends.cuda.kernels.int4_gemv_triton import NIBBLE_FLOAT_BITS, gemv_outputs
 from lite.backends.cuda.kernels.pdl import launch_options
 
 
@@ -49,21 +48,44 @@ def _word_tile(w_ptr, rows, row_mask, w0, vecs, word, last, K_WORDS, VEC: gl.con
 
 
 @gluon.jit
+def _store_silu_and_mul(total, block, width, out_ptr, BLOCK_N: gl.constexpr, NUM_WARPS: gl.constexpr):
+    # total: [BLOCK_N] (gate, up) pairs of outputs block * BLOCK_N / 2 on. Each rounded to the output
+    # dtype, then SiLU rounded before the product: what the GEMV and activation.py's kernel store.
+    PAIRS: gl.constexpr = gl.BlockedLayout([2], [32], [NUM_WARPS], [0])
+    gate, up = gl.split(gl.reshape(gl.convert_layout(total, PAIRS), [BLOCK_N // 2, 2]))
+    dtype: gl.constexpr = out_ptr.dtype.element_ty
+    gate = gate.to(dtype).to(gl.float32)
+    up = up.to(dtype).to(gl.float32)
+    silu = (gate / (1.0 + gl.exp(-gate))).to(dtype).to(gl.float32)
+    outputs = block * (BLOCK_N // 2) + gl.arange(0, BLOCK_N // 2, layout=gate.type.layout)
+    gl.store(out_ptr + outputs, (silu * up).to(dtype), mask=outputs < width)
+
+
+@gluon.jit
 def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, partial_ptr, count_ptr, N, K_WORDS,
                       NUM_GROUPS, bits8, bits12, bits16, WORDS_PER_GROUP: gl.constexpr, BLOCK_N: gl.constexpr,
                       TILE_WORDS: gl.constexpr, SPLITS: gl.constexpr, AHEAD: gl.constexpr, HAS_BIAS: gl.constexpr,
-                      EXACT: gl.constexpr, LAYOUT: gl.constexpr, USE_PDL: gl.constexpr):
+                      EXACT: gl.constexpr, GATED: gl.constexpr, LAYOUT: gl.constexpr, USE_PDL: gl.constexpr):
     # out[N] = W[N, K] @ x[K], K = 8 K_WORDS. Grid: (cdiv(N, BLOCK_N), SPLITS); a program streams
     # BLOCK_N rows over one of SPLITS slices of the groups, TILE_WORDS words at a time, AHEAD tiles
     # in flight. LAYOUT: [BLOCK_N, TILE_WORDS / VEC, VEC, 8 nibbles], the last two in the thread.
+    # GATED (one split): W is [gate; up], out[N / 2] = SiLU(gate x) * (up x), and a program takes
+    # BLOCK_N / 2 outputs' gate and up rows in pairs.
     VEC: gl.constexpr = LAYOUT.size_per_thread[2]
     LW: gl.constexpr = gl.SliceLayout(3, LAYOUT)  # the words
     LV: gl.constexpr = gl.SliceLayout(2, LW)  # one value per row and VEC words: sums, scales, zeros
     LX: gl.constexpr = gl.SliceLayout(0, LAYOUT)  # the activations, [TILE_WORDS / VEC, VEC, 8]
     block = gl.program_id(0)
     split = gl.program_id(1)
-    rows = block * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LV))
-    row_mask = rows < N
+    lanes = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LV))
+    if GATED:
+        gl.static_assert(SPLITS == 1, "the gated epilogue takes one split")
+        outputs = block * (BLOCK_N // 2) + lanes // 2
+        rows = outputs + (lanes % 2) * (N // 2)
+        row_mask = outputs < N // 2
+    else:
+        rows = block * BLOCK_N + lanes
+        row_mask = rows < N
     vecs = gl.arange(0, TILE_WORDS // VEC, layout=gl.SliceLayout(0, LV))
     tile_vecs = gl.arange(0, TILE_WORDS // VEC, layout=gl.SliceLayout(1, gl.SliceLayout(0, LW)))
     tile_word = gl.arange(0, VEC, layout=gl.SliceLayout(0, gl.SliceLayout(0, LW)))
@@ -138,20 +160,22 @@ def _int4_gemv_kernel(x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, out_ptr, pa
             gl.atomic_xchg(count_ptr + block, 0, sem="relaxed", scope="gpu")
     if HAS_BIAS:
         total += gl.load(bias_ptr + rows, mask=writes, other=0.0).to(gl.float32)
-    gl.store(out_ptr + rows, total.to(out_ptr.dtype.element_ty), mask=writes)
+    if GATED:
+        _store_silu_and_mul(total, block, N // 2, out_ptr, BLOCK_N, LAYOUT.warps_per_cta[0])
+    else:
+        gl.store(out_ptr + rows, total.to(out_ptr.dtype.element_ty), mask=writes)
 
 
 def gemv_tiles(n: int, k: int) -> dict:
-    """The tiles for an [n, k] weight: the best measured for each Llama-3-8B projection on an H100,
-    each after a norm in one CUDA graph (benchmarks/NOTES.md, version 13). No split but for the
+    """The tiles for an [n, k] weight: the best measured for each Llama-3-8B projection on an H100
+    in the engine's own captured W4A16 step (benchmarks/NOTES.md, session 7; the chain after a
+    norm had picked 2 warps for gate_up and 2 words a thread for qkv and o). No split but for the
     long rows of down: a split's merge (a counter, then the partial sums) costs more latency than
-    the extra programs save. Many rows (gate_up) take 128-word tiles; the rest, 2 words a thread
-    with two tiles in flight (qkv, o) or 4 warps of 32 rows (down)."""
-    if n >= MANY_ROWS:
-        return {"block_n": 16, "tile_words": 128, "splits": 1, "num_warps": 2}
+    the extra programs save. 16 rows of 128-word tiles in 4 warps, or for down 32 rows of 64-word
+    tiles in 4 splits."""
     if k >= 2 * n:  # down
         return {"block_n": 32, "tile_words": 64, "splits": 4, "num_warps": 4, "vec": 2}
-    return {"block_n": 16, "tile_words": 64, "splits": 1, "num_warps": 4, "ahead": 2, "vec": 2}  # qkv, o
+    return {"block_n": 16, "tile_words": 128, "splits": 1, "num_warps": 4}  # qkv, o, gate_up
 
 
 def _layout(block_n: int, tile_words: int, num_warps: int, vec: int) -> gl.BlockedLayout:
@@ -168,17 +192,31 @@ def gemv(x: torch.Tensor, weight, bias: torch.Tensor | None = None, block_n: int
     """One row: x [K] (any leading shape of one element) times a linear.CUDAInt4Weight [N, K] ->
     [..., N]. `ahead`: weight tiles in flight per program, 1 or 2; `vec`: words a thread owns
     in a row (4, 2 or 1; fewer where a group holds fewer)."""
+    return _launch(x, weight, bias, False, block_n, tile_words, splits, num_warps, ahead, vec)
+
+
+def gemv_silu_and_mul(x: torch.Tensor, weight, bias: torch.Tensor | None = None, block_n: int = 16,
+                      tile_words: int = 64, num_warps: int = 2, ahead: int = 1, vec: int = 4) -> torch.Tensor:
+    """SiLU(gate) * up for one row x [K] and a merged [gate; up] weight [2 I, K] -> [..., I], as
+    gemv then activation.silu_and_mul would give it, in one kernel: a program's rows are gate
+    and up rows in pairs (block_n / 2 outputs)."""
+    return _launch(x, weight, bias, True, block_n, tile_words, 1, num_warps, ahead, vec)
+
+
+def _launch(x, weight, bias, gated: bool, block_n: int, tile_words: int, splits: int, num_warps: int, ahead: int,
+            vec: int) -> torch.Tensor:
     if ahead not in (1, 2):
         raise ValueError(f"ahead must be 1 or 2 tiles, not {ahead}")
     words_per_group = weight.group_size // 8
     vec = next(v for v in (4, 2, 1) if v <= vec and words_per_group % v == 0)  # a thread's words: one group
     tile_words = min(tile_words, 32 * vec)
     n, k = weight.shape
-    row, out, blocks, partial, count = gemv_outputs(x, n, block_n, splits)
+    width, outputs_per_block = (n // 2, block_n // 2) if gated else (n, block_n)
+    row, out, blocks, partial, count = gemv_outputs(x, width, outputs_per_block, splits)
     _int4_gemv_kernel[(blocks, splits)](
         row, weight.packed.view(torch.int32), weight.scales, weight.zeros, bias if bias is not None else weight.scales,
         out, partial, count, n, k // 8, k // weight.group_size, *NIBBLE_FLOAT_BITS, WORDS_PER_GROUP=words_per_group,
         BLOCK_N=block_n, TILE_WORDS=tile_words, SPLITS=splits, AHEAD=ahead, HAS_BIAS=bias is not None,
-        EXACT=x.dtype == torch.float32, LAYOUT=_layout(block_n, tile_words, num_warps, vec), num_warps=num_warps,
-        **launch_options(x.device))
-    return out.view(*x.shape[:-1], n)
+        EXACT=x.dtype == torch.float32, GATED=gated, LAYOUT=_layout(block_n, tile_words, num_warps, vec),
+        num_warps=num_warps, **launch_options(x.device))
+    return out.view(*x.shape[:-1], width)

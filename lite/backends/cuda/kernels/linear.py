@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from lite.backends.cuda.kernels import int4_gemv_triton
+from lite.backends.cuda.kernels import activation, int4_gemv_triton
 from lite.backends.cuda.kernels.pdl import launch_options, wait_for_inputs
 from lite.quantize.int4 import Int4Weight
 
@@ -134,3 +134,14 @@ def linear_w4a16(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | N
     if rows <= SKINNY_MAX_ROWS and x.dtype != torch.float32:  # tl.dot would round float32 to tf32
         return int4_skinny_gemm(x, weight, bias, **SKINNY_CONFIG)
     return F.linear(x, dequantize_int4(weight, x.dtype), bias)
+
+
+def linear_w4a16_silu_and_mul(x: torch.Tensor, weight: CUDAInt4Weight, bias: torch.Tensor | None = None
+                              ) -> torch.Tensor:
+    """SiLU(gate) * up of a merged [gate; up] int4 projection: one kernel for one row where the
+    GEMV has the gated epilogue (the Gluon one, at tiles without a split), else the projection
+    then activation.silu_and_mul. The same values either way."""
+    tiles = dict(int4_gemv.gemv_tiles(*weight.shape))
+    if x.numel() == x.shape[-1] and int4_gemv is not int4_gemv_triton and tiles.pop("splits") == 1:
+        return int4_gemv.gemv_silu_and_mul(x, weight, bias, **tiles)
+    return activation.silu_and_mul(linear_w4a16(x, weight, bias))
